@@ -1,0 +1,158 @@
+"""Every error taskflow-exclusive raises, in one hierarchy.
+
+Catch :class:`ExclusiveError` for all of them, or a precise subclass::
+
+    ExclusiveError
+    ├── StorageConfigError        the storage URL, driver or filesystem is unusable
+    ├── SerializationError        no serializer can write or read the value
+    ├── IntegrityError            stored bytes or manifest do not match the handle
+    ├── ObjectMissingError        the stored value is gone (or on another machine)
+    └── ClaimError
+        ├── AlreadyClaimedError   another consumer holds the value
+        └── ClaimStoreUnavailableError  the claim ledger could not be reached
+
+Each error carries the facts needed to fix it as attributes as well as in its
+message, and survives pickling (errors cross process boundaries in Airflow
+workers and in the race tests).
+
+Example::
+
+    try:
+        value = handle.claim()
+    except AlreadyClaimedError as exc:
+        print(f"{exc.holder} took it at {exc.claimed_at}")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskflow_exclusive.claims.base import ClaimRecord
+
+__all__ = [
+    "AlreadyClaimedError",
+    "ClaimError",
+    "ClaimStoreUnavailableError",
+    "ExclusiveError",
+    "IntegrityError",
+    "ObjectMissingError",
+    "SerializationError",
+    "StorageConfigError",
+]
+
+
+def _rebuild(cls: type[ExclusiveError], message: str, facts: dict[str, Any]) -> ExclusiveError:
+    error = cls.__new__(cls)
+    ExclusiveError.__init__(error, message, **facts)
+    return error
+
+
+class ExclusiveError(Exception):
+    """Base class of every error raised by taskflow-exclusive.
+
+    Keyword arguments given to the constructor become attributes, so callers
+    can react to the facts (``exc.uri``, ``exc.holder``) instead of parsing text.
+    """
+
+    def __init__(self, message: str, **facts: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._facts))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StorageConfigError(ExclusiveError, ValueError):
+    """The storage URL, its driver, or its filesystem cannot be used.
+
+    Attributes: ``url`` (credentials never included), ``source`` (where the
+    URL came from: argument, Airflow Variable or default).
+    """
+
+
+class SerializationError(ExclusiveError, TypeError):
+    """No serializer can write (or read) the value.
+
+    Attributes: ``value_type``, ``serializer`` (the name tried, if any) and
+    ``available`` (registered serializer names).
+    """
+
+
+class IntegrityError(ExclusiveError):
+    """Stored bytes, manifest and handle disagree: the value is never returned.
+
+    Raised before any deserialization, so a tampered or truncated pickle is
+    never loaded. Attributes: ``uri``, ``expected``, ``actual``.
+    """
+
+
+class ObjectMissingError(ExclusiveError, FileNotFoundError):
+    """The stored value (or its manifest) does not exist.
+
+    Attributes: ``uri`` and, for local storage, ``written_on`` (the host that
+    wrote it; a worker on another machine cannot see a local file).
+    """
+
+
+class ClaimError(ExclusiveError):
+    """Base class of errors about claiming a value."""
+
+
+class AlreadyClaimedError(ClaimError):
+    """Another consumer already holds the value (all ``max_claims`` slots are taken).
+
+    Attributes: ``uri``, ``consumer_id`` (who asked), ``holders`` (every
+    :class:`~taskflow_exclusive.claims.ClaimRecord`), and for convenience
+    ``holder`` and ``claimed_at`` of the first holder.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        consumer_id: str,
+        holders: Sequence[ClaimRecord],
+        ledger: str,
+    ) -> None:
+        holders = tuple(holders)
+        first = holders[0]
+        names = ", ".join(f"{h.consumer_id!r} (since {_iso(h.claimed_at)})" for h in holders)
+        slots = len(holders)
+        what = "the value" if slots == 1 else f"all {slots} claims of the value"
+        message = (
+            f"{what.capitalize()} at {uri} already claimed by {names}; "
+            f"consumer {consumer_id!r} cannot claim it (max_claims={slots}, ledger: {ledger}). "
+            "Each handle goes to its holder only: give this consumer its own handle, raise "
+            "max_claims when producing, or, if the holder is gone for good, release its claim "
+            "(`taskflow-exclusive release`)."
+        )
+        ExclusiveError.__init__(
+            self,
+            message,
+            uri=uri,
+            consumer_id=consumer_id,
+            holders=holders,
+            ledger=ledger,
+            holder=first.consumer_id,
+            claimed_at=first.claimed_at,
+        )
+
+
+class ClaimStoreUnavailableError(ClaimError, ConnectionError):
+    """The claim ledger (Redis, SQL database, object store) could not be reached.
+
+    Nothing was handed out; retrying once the store is back is safe.
+    Attributes: ``ledger`` (description without credentials).
+    """
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")

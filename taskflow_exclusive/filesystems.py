@@ -1,0 +1,265 @@
+"""Which fsspec filesystem a storage URL means, and where its credentials come from.
+
+Accepted URLs::
+
+    file:///srv/exclusive          local disk (or a plain absolute path)
+    memory://scratch               fsspec's in-process memory filesystem
+    s3://bucket/prefix             s3fs; credentials from the usual AWS chain
+    s3://my_conn@bucket/prefix     s3fs with credentials from Airflow Connection ``my_conn``
+    gs://my_conn@bucket/prefix     gcsfs, likewise (``gcs://`` is the same)
+    <protocol>://...               any other installed fsspec protocol
+
+A connection id in the URL works as in ``airflow.sdk.ObjectStoragePath``: when
+an Airflow provider registers a filesystem for the scheme (the Amazon and
+Google providers do), that provider builds it; otherwise the connection's
+login, password and extras are mapped onto s3fs / gcsfs options here.
+Credentials never appear in a URL: one that holds a password is refused,
+because URLs end up in handles, XCom and logs.
+
+Example::
+
+    >>> loc = parse_storage_url("s3://my_conn@bucket/prefix")
+    >>> (loc.protocol, loc.conn_id, loc.path)
+    ('s3', 'my_conn', 'bucket/prefix')
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from taskflow_exclusive.errors import StorageConfigError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+__all__ = ["StorageLocation", "filesystem_for", "parse_storage_url"]
+
+_ALIASES = {"gcs": "gs", "s3a": "s3", "local": "file"}
+_EXTRAS = {"s3": "taskflow-exclusive[s3]", "gs": "taskflow-exclusive[gcs]"}
+_BUCKET_PROTOCOLS = frozenset({"s3", "gs", "abfs", "az", "oss", "r2"})
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """A parsed storage URL: protocol, optional Airflow connection id and a path.
+
+    ``path`` is in the filesystem's own form (``bucket/key`` for object
+    stores, ``/abs/path`` for local disk and memory).
+    """
+
+    protocol: str
+    conn_id: str | None
+    path: str
+    source: str = "argument"
+
+    def uri(self, path: str | None = None) -> str:
+        """The URL of ``path`` (default: this location), with the connection id kept."""
+        path = self.path if path is None else path
+        conn = f"{self.conn_id}@" if self.conn_id else ""
+        if self.protocol in ("file", "memory"):
+            return f"{self.protocol}://{conn}{path}"
+        return f"{self.protocol}://{conn}{path.lstrip('/')}"
+
+    def child(self, *segments: str) -> StorageLocation:
+        """A location below this one (segments must already be encoded)."""
+        joined = "/".join([self.path.rstrip("/"), *segments])
+        return StorageLocation(self.protocol, self.conn_id, joined, self.source)
+
+    def same_filesystem(self, other: StorageLocation) -> bool:
+        return (self.protocol, self.conn_id) == (other.protocol, other.conn_id)
+
+
+def parse_storage_url(url: str, source: str = "argument") -> StorageLocation:
+    """Parse ``url`` into a :class:`StorageLocation`, or raise :class:`StorageConfigError`."""
+    text = str(url).strip()
+    if text.startswith("/"):
+        text = "file://" + text
+    if "://" not in text:
+        raise StorageConfigError(
+            f"Storage URL {url!r} (from {source}) has no scheme. Use an absolute URL such as "
+            "'file:///data/exclusive', 's3://bucket/prefix' or 'gs://bucket/prefix'; a relative "
+            "path would mean a different folder on every worker.",
+            url=url,
+            source=source,
+        )
+    parts = urlsplit(text)
+    protocol = _ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        raise StorageConfigError(
+            f"Storage URL from {source} carries credentials ('user:password@'). Credentials in a "
+            "URL would be copied into handles, XCom and logs: put them in an Airflow Connection "
+            f"and write {protocol}://<conn_id>@<bucket>/<prefix> instead.",
+            url=_redact(text),
+            source=source,
+        )
+    conn_id = unquote(userinfo) or None
+    _require_driver(protocol, url, source)
+
+    if protocol == "file":
+        if host not in ("", "localhost"):
+            raise StorageConfigError(
+                f"Storage URL {url!r} (from {source}) names host {host!r}; file:// URLs must be "
+                "local (file:///absolute/path).",
+                url=url,
+                source=source,
+            )
+        path = parts.path  # literal, as fsspec reads it: stored names hold %-escapes of their own
+        if not PurePosixPath(path).is_absolute():
+            raise StorageConfigError(
+                f"Storage URL {url!r} (from {source}) is not an absolute path.", url=url, source=source
+            )
+        path = str(PurePosixPath(path))
+    elif protocol == "memory":
+        path = "/" + "/".join(p for p in (host, parts.path.strip("/")) if p)
+    else:
+        if protocol in _BUCKET_PROTOCOLS and not host:
+            raise StorageConfigError(
+                f"Storage URL {url!r} (from {source}) has no bucket: write {protocol}://bucket/prefix.",
+                url=url,
+                source=source,
+            )
+        path = "/".join(p for p in (host, parts.path.strip("/")) if p)
+    if conn_id and protocol in ("file", "memory"):
+        raise StorageConfigError(
+            f"Storage URL {url!r} (from {source}) names connection {conn_id!r}, but {protocol}:// "
+            "takes no credentials.",
+            url=url,
+            source=source,
+        )
+    return StorageLocation(protocol, conn_id, path.rstrip("/") or "/", source)
+
+
+_fs_cache: dict[tuple[str, str | None], AbstractFileSystem] = {}
+_fs_lock = threading.Lock()
+
+
+def filesystem_for(location: StorageLocation) -> AbstractFileSystem:
+    """The fsspec filesystem for ``location`` (one instance per protocol and connection)."""
+    key = (location.protocol, location.conn_id)
+    with _fs_lock:
+        cached = _fs_cache.get(key)
+    if cached is not None:
+        return cached
+    fs = _build_filesystem(location)
+    with _fs_lock:
+        return _fs_cache.setdefault(key, fs)
+
+
+def forget_filesystems() -> None:
+    """Drop cached filesystem instances (after credentials or endpoints change)."""
+    with _fs_lock:
+        _fs_cache.clear()
+
+
+def _build_filesystem(location: StorageLocation) -> AbstractFileSystem:
+    import fsspec
+
+    if location.conn_id is None:
+        options: dict[str, Any] = {"auto_mkdir": False} if location.protocol == "file" else {}
+        return fsspec.filesystem(location.protocol, **options)
+
+    provider_fs = _provider_filesystem(location)
+    if provider_fs is not None:
+        return provider_fs
+    options = _options_from_connection(location)
+    return fsspec.filesystem(location.protocol, **options)
+
+
+def _provider_filesystem(location: StorageLocation) -> AbstractFileSystem | None:
+    """Let an installed Airflow provider build the filesystem, as ObjectStoragePath does."""
+    try:
+        from airflow.sdk.io.fs import get_fs, has_fs
+    except ImportError:  # pragma: no cover - airflow is a dependency; kept for clear failure
+        return None
+    if not has_fs(location.protocol):
+        return None
+    return get_fs(location.protocol, location.conn_id)
+
+
+def _options_from_connection(location: StorageLocation) -> dict[str, Any]:
+    conn = _get_connection(location)
+    extra = conn.extra_dejson or {}
+    if location.protocol == "s3":
+        options: dict[str, Any] = {}
+        if conn.login:
+            options["key"] = conn.login
+        if conn.password:
+            options["secret"] = conn.password
+        if extra.get("aws_session_token"):
+            options["token"] = extra["aws_session_token"]
+        client_kwargs = {k: extra[k] for k in ("endpoint_url", "region_name") if extra.get(k)}
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        return options
+    if location.protocol == "gs":
+        options = {}
+        token = extra.get("keyfile_dict") or extra.get("key_path") or extra.get("token")
+        if token:
+            options["token"] = token
+        for name in ("project", "endpoint_url"):
+            if extra.get(name):
+                options[name] = extra[name]
+        return options
+    raise StorageConfigError(
+        f"Storage URL {location.uri()} (from {location.source}) names Airflow connection "
+        f"{location.conn_id!r}, but no installed Airflow provider registers a filesystem for "
+        f"{location.protocol}:// and taskflow-exclusive only maps connections for s3:// and gs://. "
+        "Install the provider for this storage, or configure credentials through the "
+        "filesystem's own environment variables and drop the connection id.",
+        url=location.uri(),
+        source=location.source,
+    )
+
+
+def _get_connection(location: StorageLocation) -> Any:
+    from airflow.sdk import Connection
+
+    try:
+        return Connection.get(location.conn_id)
+    except Exception as exc:
+        raise StorageConfigError(
+            f"Storage URL {location.uri()} (from {location.source}) names Airflow connection "
+            f"{location.conn_id!r}, which could not be read: {exc}. Create it in Airflow, or "
+            f"export AIRFLOW_CONN_{str(location.conn_id).upper()}.",
+            url=location.uri(),
+            source=location.source,
+        ) from exc
+
+
+def _require_driver(protocol: str, url: str, source: str) -> None:
+    from fsspec.registry import get_filesystem_class, known_implementations
+
+    try:
+        get_filesystem_class(protocol)
+    except ValueError:
+        raise StorageConfigError(
+            f"Storage URL {url!r} (from {source}) uses unknown scheme {protocol!r}. Known schemes "
+            "include file, memory, s3, gs; any fsspec protocol whose driver is installed works.",
+            url=url,
+            source=source,
+        ) from None
+    except ImportError as exc:
+        extra = _EXTRAS.get(protocol)
+        hint = (
+            f"pip install '{extra}'"
+            if extra
+            else known_implementations.get(protocol, {}).get("err", "install its fsspec driver")
+        )
+        raise StorageConfigError(
+            f"Storage URL {url!r} (from {source}) needs the fsspec driver for {protocol}://, "
+            f"which is not installed: {hint}.",
+            url=url,
+            source=source,
+            extra=extra,
+        ) from exc
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://***@{host}{parts.path}"
