@@ -1,0 +1,266 @@
+"""Atomic writes on fsspec filesystems: the primitive every claim stands on.
+
+Two operations, each with a strategy per filesystem:
+
+``create_if_absent(fs, path, data)``
+    Creates ``path`` holding all of ``data`` if and only if it does not exist,
+    in one atomic step, and reports whether this call created it. Never
+    check-then-write.
+
+    - local disk: write a temporary file in the same folder, then ``os.link``
+      it to ``path`` (``link`` fails if ``path`` exists, and the content is
+      complete the moment the name appears). fsspec's
+      ``pipe_file(mode="create")`` on local disk checks ``exists()`` first and
+      is *not* atomic.
+    - S3 (s3fs): a single PUT with ``If-None-Match: *``. AWS and moto answer
+      a loser with ``FileExistsError``; SeaweedFS's 412 surfaces as
+      ``OSError(EINVAL)`` caused by a ``PreconditionFailed`` ClientError, and
+      AWS may answer 409 ``ConditionalRequestConflict`` while another
+      conditional write is in flight (retried here).
+    - GCS (gcsfs): a single upload with ``ifGenerationMatch=0``
+      (``pipe_file(mode="create")``; small payloads go through the checked
+      multipart upload).
+    - memory: a process-wide lock (the memory filesystem lives in one process).
+
+    Any other filesystem is refused with :class:`StorageConfigError`.
+
+``put_complete(fs, path, data)``
+    Replaces ``path`` so readers see all of ``data`` or the old state, never a
+    prefix (temporary file + rename locally; a single PUT on object stores).
+
+Example::
+
+    >>> import fsspec
+    >>> fs = fsspec.filesystem("memory")
+    >>> create_if_absent(fs, "/demo/claim", b"first"), create_if_absent(fs, "/demo/claim", b"second")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from taskflow_exclusive.errors import StorageConfigError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+__all__ = ["create_if_absent", "ensure_create_is_atomic", "put_complete", "supports_atomic_create"]
+
+_memory_lock = threading.Lock()
+_CONFLICT_RETRIES = 8
+
+
+def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _kind(fs: AbstractFileSystem) -> str | None:
+    protocols = _protocols(fs)
+    if "file" in protocols:
+        return "file"
+    if "memory" in protocols:
+        return "memory"
+    if "s3" in protocols:
+        return "s3"
+    if "gs" in protocols or "gcs" in protocols:
+        return "gs"
+    return None
+
+
+def supports_atomic_create(fs: AbstractFileSystem) -> bool:
+    """Whether taskflow-exclusive knows an atomic create-if-absent for ``fs``."""
+    return _kind(fs) is not None
+
+
+# --- create_if_absent -------------------------------------------------------------------------
+
+
+def create_if_absent(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Atomically create ``path`` with ``data``; ``False`` if it already existed.
+
+    Raises :class:`StorageConfigError` for a filesystem without a known atomic
+    create, and lets connection errors propagate (callers decide how to report
+    an unreachable store).
+    """
+    kind = _kind(fs)
+    strategy = _CREATE_STRATEGIES.get(kind) if kind else None
+    if strategy is None:
+        raise StorageConfigError(
+            f"The {type(fs).__name__} filesystem ({'/'.join(_protocols(fs))}://) offers no atomic "
+            "create-if-absent that taskflow-exclusive can trust, so it cannot guard claims. Use "
+            "file://, s3:// or gs:// storage, or put the claims in Redis or SQL "
+            "(claims='redis://...' or the Airflow Variable taskflow_exclusive_claims_url).",
+            url=None,
+            source="filesystem",
+        )
+    return strategy(fs, path, data)
+
+
+def _create_local(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    path = fs._strip_protocol(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = _write_temporary(folder, os.path.basename(path), data)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise StorageConfigError(
+                f"The local filesystem holding {folder} does not support hard links, which "
+                "taskflow-exclusive uses for atomic create-if-absent. Put the storage on a "
+                "filesystem that does (ext4, xfs, btrfs, tmpfs, NFSv4), or use s3:// or gs://.",
+                url=f"file://{folder}",
+                source="filesystem",
+            ) from exc
+        raise
+    finally:
+        os.unlink(temporary)
+    return True
+
+
+def _create_memory(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    with _memory_lock:
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, bytes(data))
+        return True
+
+
+def _create_s3(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    for attempt in range(_CONFLICT_RETRIES):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            code = _client_error_code(exc)
+            if code == "PreconditionFailed":
+                return False
+            if code == "ConditionalRequestConflict" and attempt + 1 < _CONFLICT_RETRIES:
+                time.sleep(0.01 * 2**attempt)
+                continue
+            raise
+        return True
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _create_gs(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
+def _client_error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an s3fs error, however deep botocore put it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_CREATE_STRATEGIES: dict[str, Callable[[AbstractFileSystem, str, bytes], bool]] = {
+    "file": _create_local,
+    "memory": _create_memory,
+    "s3": _create_s3,
+    "gs": _create_gs,
+}
+
+
+# --- put_complete -----------------------------------------------------------------------------
+
+
+def put_complete(fs: AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` so that readers see either all of ``data`` or nothing new."""
+    if _kind(fs) == "file":
+        path = fs._strip_protocol(path)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        temporary = _write_temporary(folder, os.path.basename(path), data)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        return
+    # A single PUT (S3, GCS) or an in-memory assignment is all-or-nothing.
+    fs.pipe_file(path, bytes(data))
+
+
+def _write_temporary(folder: str, name: str, data: bytes) -> str:
+    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)  # the content is durable before its name can appear
+    except BaseException:
+        os.close(fd)
+        os.unlink(temporary)
+        raise
+    os.close(fd)
+    return temporary
+
+
+# --- verifying a server honours preconditions --------------------------------------------------
+
+_verified: set[tuple[str, str]] = set()
+_verified_lock = threading.Lock()
+
+
+def ensure_create_is_atomic(fs: AbstractFileSystem, folder: str, describe: str) -> None:
+    """Check once per process and folder root that a second create of one name fails.
+
+    Some S3-compatible servers and emulators ignore ``If-None-Match`` or
+    ``ifGenerationMatch`` and silently overwrite: such a server cannot guard a
+    claim, and is refused with :class:`StorageConfigError` instead of trusted.
+    Local disk and memory need no probe (the strategy itself is atomic).
+    """
+    kind = _kind(fs)
+    if kind in ("file", "memory"):
+        return
+    root = folder.strip("/").split("/", 1)[0]
+    key = (f"{kind}:{id(fs)}", root)
+    with _verified_lock:
+        if key in _verified:
+            return
+    probe = f"{folder.rstrip('/')}/.taskflow-exclusive-probe/{uuid.uuid4().hex}"
+    first = create_if_absent(fs, probe, b"first")
+    try:
+        second = create_if_absent(fs, probe, b"second")
+        stored = fs.cat_file(probe)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(probe)
+    if not first or second or stored != b"first":
+        raise StorageConfigError(
+            f"The storage at {describe} does not honour conditional creates: a second "
+            "create-if-absent of one object succeeded (or the first failed). It cannot guard "
+            "claims; use a server that supports If-None-Match / ifGenerationMatch, or keep the "
+            "claims in Redis or SQL (claims='redis://...').",
+            url=describe,
+            source="filesystem",
+        )
+    with _verified_lock:
+        _verified.add(key)

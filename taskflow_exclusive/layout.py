@@ -1,0 +1,102 @@
+"""Where each stored value, its manifest and its claim records live.
+
+One value produces three kinds of object under the storage base URL::
+
+    <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.<ext>      the value
+    <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.manifest.json
+    <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.claims/slot-<i>.json
+
+Outside Airflow the folder is ``<base>/_local/<label>/`` and the stem has no
+``try<N>-`` prefix. Every segment is percent-encoded down to
+``[A-Za-z0-9._-]`` (run ids hold ``:`` and ``+``), ``.`` and ``..`` are
+encoded too, and the stem is a fresh UUID, so two values never share a path.
+
+Names are also how forged handles are refused: a handle whose URI does not
+end in a stem of this shape is never followed.
+
+Example::
+
+    >>> encode_segment("scheduled__2026-11-24T09:00:00+00:00")
+    'scheduled__2026-11-24T09%3A00%3A00%2B00%3A00'
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from taskflow_exclusive.errors import IntegrityError
+
+__all__ = ["ObjectPaths", "decode_segment", "encode_segment", "new_stem"]
+
+_STEM = re.compile(r"^(?:try(?P<try>[0-9]{1,6})-)?(?P<id>[0-9a-f]{32})$")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,12}(?:\.[a-z0-9]{1,8})?$")
+MANIFEST_SUFFIX = ".manifest.json"
+CLAIMS_SUFFIX = ".claims"
+LOCAL_FOLDER = "_local"
+
+
+def encode_segment(text: str) -> str:
+    """Percent-encode ``text`` into one path segment of ``[A-Za-z0-9._%-]``."""
+    encoded = quote(str(text), safe="-_.")
+    if encoded in ("", ".", ".."):
+        encoded = encoded.replace(".", "%2E") or "%00"
+    return encoded
+
+
+def decode_segment(segment: str) -> str:
+    """Inverse of :func:`encode_segment`."""
+    return "" if segment == "%00" else unquote(segment)
+
+
+def new_stem(try_number: int | None = None) -> str:
+    """A name no other value will ever have (with the Airflow try number when known)."""
+    unique = uuid.uuid4().hex
+    return f"try{int(try_number)}-{unique}" if try_number is not None else unique
+
+
+@dataclass(frozen=True)
+class ObjectPaths:
+    """The paths (in the filesystem's own form) that belong to one stored value."""
+
+    folder: str
+    stem: str
+    extension: str
+
+    @property
+    def data(self) -> str:
+        return f"{self.folder}/{self.stem}.{self.extension}"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.folder}/{self.stem}{MANIFEST_SUFFIX}"
+
+    @property
+    def claims_folder(self) -> str:
+        return f"{self.folder}/{self.stem}{CLAIMS_SUFFIX}"
+
+    def claim_slot(self, slot: int) -> str:
+        return f"{self.claims_folder}/slot-{int(slot)}.json"
+
+    @property
+    def try_number(self) -> int | None:
+        match = _STEM.match(self.stem)
+        return int(match["try"]) if match and match["try"] else None
+
+    @classmethod
+    def from_data_path(cls, path: str, *, uri: str) -> ObjectPaths:
+        """Split a stored value's path, refusing any name this library would not write."""
+        folder, _, name = path.rpartition("/")
+        stem, _, extension = name.partition(".")
+        if not folder or not _STEM.match(stem) or not _EXTENSION.match(extension):
+            raise IntegrityError(
+                f"{uri} is not a value written by taskflow-exclusive (its name does not match "
+                "'<stem>.<ext>' with a 32-hex-digit stem). Handles are only followed to objects "
+                "this library wrote; this one may have been forged or edited.",
+                uri=uri,
+                expected="<try<N>->32 hex digits>.<ext>",
+                actual=name,
+            )
+        return cls(folder, stem, extension)

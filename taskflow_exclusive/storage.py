@@ -1,0 +1,218 @@
+"""The object store: streaming hashed writes, verified reads, atomic publish.
+
+A :class:`Store` is one fsspec filesystem plus a base location. It knows
+nothing about claims or serializers; it moves bytes and guarantees that
+
+- a value is written once, in chunks, with its sha256 and size computed on
+  the way (never a second full copy in memory);
+- a failed or interrupted write leaves no committed value: the manifest that
+  commits a value is published only after the data is complete, and the data
+  of a failed write is discarded (an aborted multipart upload on S3);
+- a read returns bytes only after their size and sha256 match what the
+  handle promises (:class:`IntegrityError` otherwise).
+
+Example::
+
+    >>> store = Store.from_url("memory://docs")
+    >>> size, digest = store.write_stream("/docs/x.bin", lambda f: f.write(b"hello"))
+    >>> store.read_verified("/docs/x.bin", size=size, sha256=digest, uri="memory:///docs/x.bin")
+    b'hello'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from taskflow_exclusive import atomic
+from taskflow_exclusive.errors import IntegrityError, ObjectMissingError
+from taskflow_exclusive.filesystems import StorageLocation, filesystem_for, parse_storage_url
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+__all__ = ["Store"]
+
+log = logging.getLogger("taskflow_exclusive.storage")
+
+_WRITE_BUFFER = 1 << 20
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes every byte on its way to ``target`` (which it never closes)."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self._target = target
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        self._sha256.update(view)
+        self._target.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class Store:
+    """Bytes in and out of one fsspec filesystem, with integrity and atomic publish."""
+
+    def __init__(self, location: StorageLocation, fs: AbstractFileSystem | None = None) -> None:
+        self.location = location
+        self.fs = fs if fs is not None else filesystem_for(location)
+
+    @classmethod
+    def from_url(cls, url: str, source: str = "argument") -> Store:
+        return cls(parse_storage_url(url, source))
+
+    # -- naming -----------------------------------------------------------------------------
+
+    def uri(self, path: str) -> str:
+        """The full URL of ``path`` on this store (with the connection id, no secrets)."""
+        return self.location.uri(path)
+
+    @property
+    def is_local(self) -> bool:
+        return self.location.protocol == "file"
+
+    def describe(self) -> str:
+        return self.location.uri()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_stream(self, path: str, dump: Callable[[IO[bytes]], Any]) -> tuple[int, str]:
+        """Stream what ``dump(file)`` writes into ``path``; return ``(size, sha256)``.
+
+        On any exception the partial object is discarded before re-raising.
+        """
+        if self.is_local:
+            self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+        target = self.fs.open(path, "wb")
+        try:
+            hashing = _HashingWriter(target)
+            buffered = io.BufferedWriter(hashing, buffer_size=_WRITE_BUFFER)
+            dump(buffered)
+            buffered.close()
+            target.close()
+        except BaseException:
+            self._discard_partial(target, path)
+            raise
+        return hashing.size, hashing.hexdigest()
+
+    def _discard_partial(self, target: Any, path: str) -> None:
+        """Throw away a failed write; problems here are logged, never raised over the cause."""
+        from fsspec.spec import AbstractBufferedFile
+
+        try:
+            if isinstance(target, AbstractBufferedFile) and not target.closed:
+                target.discard()  # aborts an S3 multipart / GCS resumable upload, commits nothing
+            elif not getattr(target, "closed", True):
+                target.close()
+            self.remove([path])
+        except Exception:
+            log.warning("Could not remove the partial object %s", self.uri(path), exc_info=True)
+
+    def put_complete(self, path: str, data: bytes) -> None:
+        """Publish ``data`` at ``path`` all at once (readers never see a prefix)."""
+        atomic.put_complete(self.fs, path, data)
+
+    def create_if_absent(self, path: str, data: bytes) -> bool:
+        """Atomically create ``path`` holding ``data``; ``False`` if it already existed."""
+        return atomic.create_if_absent(self.fs, path, data)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read_small(self, path: str) -> bytes | None:
+        """The bytes at ``path``, or ``None`` when it does not exist."""
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def read_verified(
+        self, path: str, *, size: int, sha256: str, uri: str, written_on: str | None = None
+    ) -> bytes:
+        """The bytes at ``path``, returned only if their size and sha256 match."""
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise self.missing(uri, written_on) from exc
+        if len(data) != size:
+            raise IntegrityError(
+                f"{uri} holds {len(data)} bytes but its handle promises {size}: the object was "
+                "truncated or replaced after it was written. The value was not returned.",
+                uri=uri,
+                expected=size,
+                actual=len(data),
+            )
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise IntegrityError(
+                f"{uri} does not match its handle's sha256 (expected {sha256}, found {actual}): "
+                "the object was altered after it was written. The value was not returned.",
+                uri=uri,
+                expected=sha256,
+                actual=actual,
+            )
+        return data
+
+    def missing(self, uri: str, written_on: str | None) -> ObjectMissingError:
+        """The error for a value that is not (or no longer) in storage."""
+        here = socket.gethostname()
+        if self.is_local and written_on and written_on != here:
+            return ObjectMissingError(
+                f"{uri} does not exist on this machine ({here}). It was written on host "
+                f"{written_on!r} to local storage, which other machines cannot see: set the Airflow "
+                "Variable 'taskflow_exclusive_storage_url' to shared storage (s3://..., gs://...).",
+                uri=uri,
+                written_on=written_on,
+            )
+        detail = f" It was written on host {written_on!r}." if self.is_local and written_on else ""
+        return ObjectMissingError(
+            f"{uri} does not exist: it was deleted or purged after it was written, or never "
+            f"committed.{detail}",
+            uri=uri,
+            written_on=written_on,
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(path))
+
+    def list_folder(self, folder: str) -> list[str]:
+        """Entry paths directly inside ``folder`` (empty when it does not exist)."""
+        try:
+            return [str(p).rstrip("/") for p in self.fs.ls(folder, detail=False, refresh=True)]
+        except FileNotFoundError:
+            return []
+        except TypeError:  # filesystems whose ls() takes no refresh argument
+            return [str(p).rstrip("/") for p in self.fs.ls(folder, detail=False)]
+
+    def remove(self, paths: Iterable[str], recursive: bool = False) -> int:
+        """Delete ``paths``, ignoring those already gone; return how many were deleted."""
+        removed = 0
+        for path in paths:
+            try:
+                if recursive:
+                    if not self.fs.exists(path):
+                        continue
+                    self.fs.rm(path, recursive=True)
+                else:
+                    self.fs.rm_file(path)
+                removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
