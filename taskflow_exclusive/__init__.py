@@ -1,0 +1,106 @@
+"""taskflow-exclusive: claim-once TaskFlow outputs for Apache Airflow 3.
+
+Values go to fsspec storage (S3, GCS, local disk); XCom carries a small
+:class:`ExclusiveHandle`; ``handle.claim()`` gives the value to exactly one
+consumer (a retry of that consumer gets it again).
+
+Example, outside Airflow::
+
+    >>> from taskflow_exclusive import exclusive_output
+    >>> @exclusive_output(storage="memory://demo")
+    ... def extract():
+    ...     return [1, 2, 3]
+    >>> extract().claim()
+    [1, 2, 3]
+
+Importing this package is cheap and has no side effects: names are loaded
+on first use (Airflow imports an XCom backend in every component).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ExclusiveHandle": "taskflow_exclusive.handle",
+    "ExclusiveOutput": "taskflow_exclusive.publishing",
+    "publish": "taskflow_exclusive.publishing",
+    "exclusive_output": "taskflow_exclusive.decorators",
+    "Serializer": "taskflow_exclusive.serializers",
+    "register_serializer": "taskflow_exclusive.serializers",
+    "available_serializers": "taskflow_exclusive.serializers",
+    "ClaimLedger": "taskflow_exclusive.claims.base",
+    "ClaimRecord": "taskflow_exclusive.claims.base",
+    "register_ledger": "taskflow_exclusive.claims",
+    "LocalStorageWarning": "taskflow_exclusive.config",
+    "STORAGE_URL_VARIABLE": "taskflow_exclusive.config",
+    "CLAIMS_URL_VARIABLE": "taskflow_exclusive.config",
+    "ExclusiveError": "taskflow_exclusive.errors",
+    "StorageConfigError": "taskflow_exclusive.errors",
+    "SerializationError": "taskflow_exclusive.errors",
+    "IntegrityError": "taskflow_exclusive.errors",
+    "ObjectMissingError": "taskflow_exclusive.errors",
+    "ClaimError": "taskflow_exclusive.errors",
+    "AlreadyClaimedError": "taskflow_exclusive.errors",
+    "ClaimStoreUnavailableError": "taskflow_exclusive.errors",
+}
+
+__all__ = [
+    "CLAIMS_URL_VARIABLE",
+    "STORAGE_URL_VARIABLE",
+    "AlreadyClaimedError",
+    "ClaimError",
+    "ClaimLedger",
+    "ClaimRecord",
+    "ClaimStoreUnavailableError",
+    "ExclusiveError",
+    "ExclusiveHandle",
+    "ExclusiveOutput",
+    "IntegrityError",
+    "LocalStorageWarning",
+    "ObjectMissingError",
+    "SerializationError",
+    "Serializer",
+    "StorageConfigError",
+    "__version__",
+    "available_serializers",
+    "exclusive_output",
+    "publish",
+    "register_ledger",
+    "register_serializer",
+]
+
+if TYPE_CHECKING:
+    from taskflow_exclusive.claims import register_ledger
+    from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
+    from taskflow_exclusive.config import CLAIMS_URL_VARIABLE, STORAGE_URL_VARIABLE, LocalStorageWarning
+    from taskflow_exclusive.decorators import exclusive_output
+    from taskflow_exclusive.errors import (
+        AlreadyClaimedError,
+        ClaimError,
+        ClaimStoreUnavailableError,
+        ExclusiveError,
+        IntegrityError,
+        ObjectMissingError,
+        SerializationError,
+        StorageConfigError,
+    )
+    from taskflow_exclusive.handle import ExclusiveHandle
+    from taskflow_exclusive.publishing import ExclusiveOutput, publish
+    from taskflow_exclusive.serializers import Serializer, available_serializers, register_serializer
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskflow_exclusive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,121 @@
+"""Claiming a value: verify the handle, record the claim, read and check the bytes.
+
+The order matters, and each step refuses rather than guesses:
+
+1. The handle's URI must name an object this library would write
+   (``<stem>.<ext>``, see :mod:`taskflow_exclusive.layout`), and the manifest
+   the producer published beside it must exist and match the handle field
+   for field. A forged handle pointing at any other object is refused
+   before a claim is recorded.
+2. The claim is recorded atomically in the ledger that guards the value.
+3. The bytes are read and checked against ``size`` and ``sha256``; only then
+   are they decompressed and deserialized (pickle included).
+
+Example::
+
+    >>> from taskflow_exclusive import publish
+    >>> from taskflow_exclusive.claiming import claim_value
+    >>> claim_value(publish("text", storage="memory://docs"), "me")
+    'text'
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from taskflow_exclusive import compression as codecs
+from taskflow_exclusive.claims import open_ledger
+from taskflow_exclusive.errors import IntegrityError
+from taskflow_exclusive.filesystems import parse_storage_url
+from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.identity import default_consumer_id
+from taskflow_exclusive.layout import ObjectPaths
+from taskflow_exclusive.serializers import get_serializer
+from taskflow_exclusive.storage import Store
+
+if TYPE_CHECKING:
+    from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
+
+__all__ = ["claim_value", "load_verified", "purge_value", "release_claim", "value_holders"]
+
+
+def _locate(handle: ExclusiveHandle) -> tuple[Store, ObjectPaths]:
+    if not isinstance(handle, ExclusiveHandle):
+        raise TypeError(f"expected an ExclusiveHandle, got {type(handle).__name__}")
+    location = parse_storage_url(handle.uri, source="handle")
+    paths = ObjectPaths.from_data_path(location.path, uri=handle.uri)
+    return Store(location), paths
+
+
+def _verify_manifest(store: Store, paths: ObjectPaths, handle: ExclusiveHandle) -> None:
+    raw = store.read_small(paths.manifest)
+    if raw is None:
+        raise store.missing(handle.uri, handle.host)
+    try:
+        committed = ExclusiveHandle.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(
+            f"The manifest of {handle.uri} is unreadable ({exc}); the value was not returned.",
+            uri=handle.uri,
+            expected="a JSON manifest",
+            actual=str(exc),
+        ) from exc
+    if committed != handle:
+        differing = sorted(
+            name for name, value in handle.to_dict().items() if committed.to_dict().get(name) != value
+        )
+        raise IntegrityError(
+            f"The handle for {handle.uri} does not match the manifest its producer wrote "
+            f"(fields {', '.join(differing)} differ): the handle was altered or forged. "
+            "The value was not returned and no claim was recorded.",
+            uri=handle.uri,
+            expected={name: committed.to_dict()[name] for name in differing},
+            actual={name: handle.to_dict()[name] for name in differing},
+        )
+
+
+def _ledger(handle: ExclusiveHandle, store: Store) -> ClaimLedger:
+    return open_ledger(handle.claims, store)
+
+
+def load_verified(
+    handle: ExclusiveHandle, store: Store | None = None, paths: ObjectPaths | None = None
+) -> Any:
+    """Read, check and deserialize the value, without claiming it (internal use)."""
+    if store is None or paths is None:
+        store, paths = _locate(handle)
+    data = store.read_verified(
+        paths.data, size=handle.size, sha256=handle.sha256, uri=handle.uri, written_on=handle.host
+    )
+    if handle.compression:
+        data = codecs.decompress(handle.compression, data)
+    return get_serializer(handle.serializer).load(data)
+
+
+def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:
+    """Claim the value behind ``handle`` for ``consumer_id`` and return it."""
+    store, paths = _locate(handle)
+    _verify_manifest(store, paths, handle)
+    consumer = consumer_id if consumer_id is not None else default_consumer_id()
+    _ledger(handle, store).claim(handle.uri, consumer, handle.max_claims)
+    return load_verified(handle, store, paths)
+
+
+def value_holders(handle: ExclusiveHandle) -> list[ClaimRecord]:
+    store, _ = _locate(handle)
+    return _ledger(handle, store).holders(handle.uri, handle.max_claims)
+
+
+def release_claim(handle: ExclusiveHandle, consumer_id: str, *, reason: str) -> ClaimRecord | None:
+    store, _ = _locate(handle)
+    return _ledger(handle, store).release(handle.uri, consumer_id, handle.max_claims, reason=reason)
+
+
+def purge_value(handle: ExclusiveHandle) -> int:
+    """Delete the value, its manifest and every claim on it."""
+    store, paths = _locate(handle)
+    forgotten = _ledger(handle, store).forget(handle.uri, handle.max_claims)
+    removed = store.remove([paths.data, paths.manifest])
+    store.remove([paths.claims_folder], recursive=True)
+    return removed + forgotten

@@ -1,0 +1,89 @@
+"""Who is producing or consuming: an Airflow task instance, or this user on this machine.
+
+Inside a running Airflow task the consumer id is
+``<dag_id>/<run_id>/<task_id>/<map_index>``: the same on every try of the
+task instance, so a retried consumer gets its value again, and different for
+every other task or mapped index. Outside Airflow it is
+``local:<user>@<host>``, stable across calls, so re-running a notebook cell
+re-claims the same value.
+
+Example::
+
+    >>> default_consumer_id().startswith("local:")  # outside Airflow
+    True
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+__all__ = ["TaskInstanceId", "default_consumer_id", "local_consumer_id", "running_task"]
+
+
+@dataclass(frozen=True)
+class TaskInstanceId:
+    """The identity of a running Airflow task instance."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+    @property
+    def consumer_id(self) -> str:
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}"
+
+    @property
+    def producer_id(self) -> str:
+        return f"{self.consumer_id}#try{self.try_number}"
+
+
+def running_task() -> TaskInstanceId | None:
+    """The Airflow task instance running in this process, or ``None``.
+
+    Cheap outside Airflow: if the task SDK was never imported, no task runs here.
+    """
+    if "airflow.sdk" not in sys.modules:
+        return None
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except RuntimeError:  # raised when no task is executing
+        return None
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    return TaskInstanceId(
+        dag_id=str(ti.dag_id),
+        run_id=str(ti.run_id),
+        task_id=str(ti.task_id),
+        map_index=-1 if map_index is None else int(map_index),
+        try_number=int(getattr(ti, "try_number", 1) or 1),
+    )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "user"
+
+
+def local_consumer_id() -> str:
+    """The consumer id used outside Airflow: ``local:<user>@<host>``."""
+    return f"local:{_user()}@{socket.gethostname()}"
+
+
+def local_producer_id() -> str:
+    return f"local:{_user()}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def default_consumer_id() -> str:
+    """The running task instance's consumer id, or :func:`local_consumer_id`."""
+    task = running_task()
+    return task.consumer_id if task is not None else local_consumer_id()

@@ -1,0 +1,214 @@
+"""Publishing a value: serialize it to storage, commit it, and return its handle.
+
+:class:`ExclusiveOutput` holds the choices (storage, serializer,
+compression, max_claims, claims ledger) and does the work; the decorators
+are thin shells over it, and :func:`publish` is the one-line form for
+notebooks and scripts.
+
+Steps, in order, so that nothing half-done is ever claimable:
+
+1. choose the serializer and check the storage and ledger can be used
+   (errors here have written nothing);
+2. stream the serialized value to ``<folder>/<stem>.<ext>``, hashing as it goes
+   (a failure discards the partial object);
+3. publish the manifest ``<stem>.manifest.json`` atomically: the commit point;
+4. return the :class:`ExclusiveHandle`.
+
+Inside Airflow, the first publish of a retried task also removes what its
+earlier tries wrote.
+
+Example::
+
+    >>> from taskflow_exclusive import ExclusiveOutput
+    >>> out = ExclusiveOutput(storage="memory://docs", compression="gzip", max_claims=2)
+    >>> handle = out.publish(list(range(1000)))
+    >>> handle.serializer, handle.compression, handle.max_claims
+    ('json', 'gzip', 2)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from taskflow_exclusive import compression as codecs
+from taskflow_exclusive.claims import open_ledger
+from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
+from taskflow_exclusive.config import resolve_claims_url, resolve_storage_url
+from taskflow_exclusive.errors import ExclusiveError, StorageConfigError
+from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.identity import TaskInstanceId, local_producer_id, running_task
+from taskflow_exclusive.layout import LOCAL_FOLDER, ObjectPaths, encode_segment, new_stem
+from taskflow_exclusive.serializers import Serializer, get_serializer, no_serializer_error, serializer_for
+from taskflow_exclusive.storage import Store
+
+__all__ = ["ExclusiveOutput", "publish"]
+
+log = logging.getLogger("taskflow_exclusive")
+
+
+@dataclass(frozen=True)
+class ExclusiveOutput:
+    """How values are published: where, in which format, guarded by which ledger.
+
+    - ``storage``: base URL; default: the Airflow Variable
+      ``taskflow_exclusive_storage_url``, else a local folder under AIRFLOW_HOME.
+    - ``serializer``: a registered name or a :class:`Serializer`; default: by type.
+    - ``compression``: an fsspec codec name (``gzip``, ``zstd``, ...), or ``None``.
+    - ``max_claims``: how many distinct consumers may claim each value (each once).
+    - ``claims``: the claim ledger URL; default: the Airflow Variable
+      ``taskflow_exclusive_claims_url``, else the object store holding the value.
+    """
+
+    storage: str | None = None
+    serializer: str | Serializer | None = None
+    compression: str | None = None
+    max_claims: int = 1
+    claims: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_claims, int) or isinstance(self.max_claims, bool) or self.max_claims < 1:
+            raise ValueError(f"max_claims must be a positive integer, got {self.max_claims!r}")
+        if self.serializer is not None:
+            get_serializer(self.serializer)  # unknown names fail when declared, not when run
+        if self.compression is not None:
+            codecs.extension_for(self.compression)
+
+    def publish(self, value: Any, *, label: str | None = None) -> ExclusiveHandle:
+        """Store ``value`` and return its handle.
+
+        ``label`` names the folder outside Airflow (``<base>/_local/<label>/``);
+        inside a task the folder is the task instance's own.
+        """
+        serializer = get_serializer(self.serializer) if self.serializer is not None else serializer_for(value)
+        setting = resolve_storage_url(self.storage)
+        store = Store.from_url(setting.value, setting.source)
+        claims_setting = resolve_claims_url(self.claims)
+        ledger = open_ledger(
+            claims_setting.value if claims_setting else None,
+            store,
+            source=claims_setting.source if claims_setting else "default",
+        )
+        task = running_task()
+        folder = _folder(store, task, label)
+        if isinstance(ledger, ObjectStoreLedger):
+            _require_atomic_claims(store, folder, setting.source)
+        if task is not None and task.try_number > 1:
+            _remove_earlier_tries(store, folder, task.try_number)
+
+        extension = serializer.extension
+        if self.compression:
+            extension = f"{extension}.{codecs.extension_for(self.compression)}"
+        paths = ObjectPaths(folder, new_stem(task.try_number if task else None), extension)
+
+        size, sha256 = store.write_stream(paths.data, self._dumper(serializer, value))
+        handle = ExclusiveHandle(
+            uri=store.uri(paths.data),
+            serializer=serializer.name,
+            size=size,
+            sha256=sha256,
+            producer=task.producer_id if task else local_producer_id(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            host=socket.gethostname(),
+            compression=self.compression,
+            max_claims=self.max_claims,
+            claims=None if isinstance(ledger, ObjectStoreLedger) else ledger.spec,
+        )
+        store.put_complete(paths.manifest, handle.to_json().encode())
+        log.info(
+            "Published %s (%s, %d bytes, max_claims=%d)", handle.uri, serializer.name, size, self.max_claims
+        )
+        return handle
+
+    def _dumper(self, serializer: Serializer, value: Any) -> Any:
+        def dump(file: IO[bytes]) -> None:
+            target = codecs.compressing_writer(self.compression, file) if self.compression else file
+            try:
+                serializer.dump(value, target)
+            except (OSError, ExclusiveError):
+                raise
+            except Exception as exc:
+                raise no_serializer_error(value, serializer.name, exc) from exc
+            if target is not file:
+                target.close()
+
+        return dump
+
+
+def publish(
+    value: Any,
+    *,
+    storage: str | None = None,
+    serializer: str | Serializer | None = None,
+    compression: str | None = None,
+    max_claims: int = 1,
+    claims: str | None = None,
+    label: str | None = None,
+) -> ExclusiveHandle:
+    """Store ``value`` and return a claim-once :class:`ExclusiveHandle`.
+
+    Example::
+
+        >>> handle = publish(b"raw bytes", storage="memory://docs", label="example")
+        >>> handle.claim(consumer_id="loader")
+        b'raw bytes'
+    """
+    output = ExclusiveOutput(
+        storage=storage,
+        serializer=serializer,
+        compression=compression,
+        max_claims=max_claims,
+        claims=claims,
+    )
+    return output.publish(value, label=label)
+
+
+def _folder(store: Store, task: TaskInstanceId | None, label: str | None) -> str:
+    if task is None:
+        segments = [LOCAL_FOLDER, encode_segment(label or "values")]
+    else:
+        segments = [task.dag_id, task.run_id, task.task_id, str(task.map_index)]
+        segments = [encode_segment(s) for s in segments]
+    return store.location.child(*segments).path
+
+
+def _require_atomic_claims(store: Store, folder: str, source: str) -> None:
+    from taskflow_exclusive import atomic
+
+    if not atomic.supports_atomic_create(store.fs):
+        raise StorageConfigError(
+            f"Storage {store.describe()} (from {source}) cannot create objects atomically, so it "
+            "cannot guard claims and nothing was written. Use file://, s3:// or gs:// storage, or "
+            "keep claims in Redis or SQL (claims=... or the Airflow Variable "
+            "'taskflow_exclusive_claims_url').",
+            url=store.describe(),
+            source=source,
+        )
+    atomic.ensure_create_is_atomic(store.fs, folder, store.describe())
+
+
+_cleaned: set[tuple[str, str, int]] = set()
+_cleaned_lock = threading.Lock()
+
+
+def _remove_earlier_tries(store: Store, folder: str, try_number: int) -> None:
+    """Delete what earlier tries of this task instance wrote (once per folder and try)."""
+    key = (store.describe(), folder, try_number)
+    with _cleaned_lock:
+        if key in _cleaned:
+            return
+        _cleaned.add(key)
+    removed = 0
+    for entry in store.list_folder(folder):
+        name = entry.rpartition("/")[2]
+        stem = name.split(".", 1)[0]
+        if stem.startswith("try") and "-" in stem:
+            number = stem[3:].split("-", 1)[0]
+            if number.isdigit() and int(number) < try_number:
+                removed += store.remove([entry], recursive=True)
+    if removed:
+        log.info("Removed %d object(s) left by earlier tries in %s", removed, store.uri(folder))
