@@ -1,0 +1,1 @@
+"""Examples shipped with the package (used by ``taskflow-exclusive demo``)."""
