@@ -18,6 +18,9 @@ import pytest
 # Airflow reads AIRFLOW_HOME when first imported: isolate it before anything imports airflow.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="tfx-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.pop("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", None)
 os.environ.pop("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_CLAIMS_URL", None)
 
@@ -43,6 +46,15 @@ def env_count(name: str, default: int) -> int:
 
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database in the session's AIRFLOW_HOME."""
+    from tests.airflow_harness import migrate_once
+
+    migrate_once()
     return _SESSION_HOME
 
 
