@@ -85,12 +85,18 @@ def load_verified(
     """Read, check and deserialize the value, without claiming it (internal use)."""
     if store is None or paths is None:
         store, paths = _locate(handle)
+    serializer = get_serializer(handle.serializer)
     data = store.read_verified(
-        paths.data, size=handle.size, sha256=handle.sha256, uri=handle.uri, written_on=handle.host
+        paths.data,
+        size=handle.size,
+        sha256=handle.sha256,
+        uri=handle.uri,
+        written_on=handle.host,
+        writable=serializer.loads_in_place and not handle.compression,
     )
     if handle.compression:
         data = codecs.decompress(handle.compression, data)
-    return get_serializer(handle.serializer).load(data)
+    return serializer.load(data)
 
 
 def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:

@@ -47,11 +47,14 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import threading
 from abc import ABC, abstractmethod
-from typing import IO, Any
+from typing import IO, Any, Union
 
 from taskflow_exclusive.errors import SerializationError
+
+Buffer = Union[bytes, bytearray, memoryview, "mmap.mmap"]  # what load() receives: bytes-like
 
 __all__ = [
     "Serializer",
@@ -71,6 +74,9 @@ class Serializer(ABC):
 
     name: str = ""
     extension: str = "bin"
+    #: ``load()`` keeps using a writable buffer in place (large values are then read
+    #: into a memory map instead of an immutable ``bytes``).
+    loads_in_place: bool = False
 
     def accepts(self, value: Any) -> bool:
         """Whether automatic selection should pick this serializer for ``value``."""
@@ -81,8 +87,12 @@ class Serializer(ABC):
         """Write ``value`` to the binary ``file`` (stream; avoid building one big copy)."""
 
     @abstractmethod
-    def load(self, data: bytes) -> Any:
-        """Rebuild the value from ``data`` (already integrity-checked)."""
+    def load(self, data: Buffer) -> Any:
+        """Rebuild the value from ``data``: a bytes-like object, already integrity-checked.
+
+        ``data`` is ``bytes`` for small values and a buffer (an anonymous memory
+        map) for large ones; the value may keep referencing it (no copy needed).
+        """
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -105,8 +115,8 @@ class BytesSerializer(Serializer):
             raise TypeError(f"expected a bytes-like value, got {type(value).__name__}") from None
         file.write(view)
 
-    def load(self, data: bytes) -> bytes:
-        return bytes(data) if not isinstance(data, bytes) else data
+    def load(self, data: Buffer) -> bytes:
+        return data if isinstance(data, bytes) else bytes(data)
 
 
 class TextSerializer(Serializer):
@@ -123,8 +133,8 @@ class TextSerializer(Serializer):
         for start in range(0, len(value), self._chunk):
             file.write(value[start : start + self._chunk].encode("utf-8", "surrogatepass"))
 
-    def load(self, data: bytes) -> str:
-        return bytes(data).decode("utf-8", "surrogatepass")
+    def load(self, data: Buffer) -> str:
+        return str(data, "utf-8", "surrogatepass")
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -165,8 +175,8 @@ class JsonSerializer(Serializer):
         finally:
             text.detach()  # leave the underlying file open for the caller
 
-    def load(self, data: bytes) -> Any:
-        return json.loads(data)
+    def load(self, data: Buffer) -> Any:
+        return json.loads(data if isinstance(data, (bytes, bytearray)) else bytes(data))
 
 
 def _dataframe_flavor(value: Any) -> str | None:
@@ -212,9 +222,9 @@ class ParquetSerializer(Serializer):
         metadata[self._flavor_key] = flavor.encode()
         pq.write_table(table.replace_schema_metadata(metadata), file)
 
-    def load(self, data: bytes) -> Any:
+    def load(self, data: Buffer) -> Any:
         pa, pq = _import_pyarrow()
-        table = pq.read_table(pa.BufferReader(data))
+        table = pq.read_table(pa.BufferReader(pa.py_buffer(data)))
         metadata = dict(table.schema.metadata or {})
         flavor = metadata.pop(self._flavor_key, b"arrow").decode()
         table = table.replace_schema_metadata(metadata or None)
@@ -246,6 +256,7 @@ class NumpySerializer(Serializer):
 
     name = "numpy"
     extension = "npy"
+    loads_in_place = True
 
     def accepts(self, value: Any) -> bool:
         return (
@@ -259,10 +270,23 @@ class NumpySerializer(Serializer):
 
         np.save(file, value, allow_pickle=False)
 
-    def load(self, data: bytes) -> Any:
+    def load(self, data: Buffer) -> Any:
+        """The array, sharing memory with ``data`` (no copy for a writable buffer)."""
         import numpy as np
+        from numpy.lib import format as npy
 
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(data, bytes):
+            data = bytearray(data)  # small values arrive as immutable bytes; arrays must be writable
+
+        header = io.BytesIO(memoryview(data)[: min(len(data), 1 << 16)])
+        version = npy.read_magic(header)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(header)
+        if dtype.hasobject:
+            raise ValueError("refusing a .npy with object dtype (it would need pickle)")
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=header.tell())
+        return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 class PickleSerializer(Serializer):
@@ -281,7 +305,7 @@ class PickleSerializer(Serializer):
 
         cloudpickle.dump(value, file, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def load(self, data: bytes) -> Any:
+    def load(self, data: Buffer) -> Any:
         import pickle
 
         return pickle.loads(data)  # bytes verified against the handle's sha256 by the caller

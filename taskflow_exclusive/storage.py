@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import mmap
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -42,12 +44,46 @@ log = logging.getLogger("taskflow_exclusive.storage")
 _WRITE_BUFFER = 1 << 20
 
 
+_CHUNK = 8 << 20  # bytes hashed in the background while the next chunk is written or read
+
+
+class _HashBehind:
+    """sha256 computed in a helper thread, one chunk behind the I/O.
+
+    ``hashlib`` and file I/O both release the GIL, so hashing chunk *k* while
+    chunk *k* is written (or *k+1* is read) overlaps the two. A chunk handed
+    to :meth:`update` must stay unchanged until the next ``update``,
+    :meth:`wait` or :meth:`hexdigest`.
+    """
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._thread: threading.Thread | None = None
+
+    def update(self, chunk: memoryview) -> None:
+        self.wait()
+        if chunk.nbytes < _CHUNK // 8:  # not worth a thread
+            self._sha256.update(chunk)
+            return
+        self._thread = threading.Thread(target=self._sha256.update, args=(chunk,), daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return self._sha256.hexdigest()
+
+
 class _HashingWriter(io.RawIOBase):
     """Counts and hashes every byte on its way to ``target`` (which it never closes)."""
 
     def __init__(self, target: IO[bytes]) -> None:
         self._target = target
-        self._sha256 = hashlib.sha256()
+        self._hasher = _HashBehind()
         self.size = 0
 
     def writable(self) -> bool:
@@ -57,13 +93,16 @@ class _HashingWriter(io.RawIOBase):
         view = memoryview(data)
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
-        self._sha256.update(view)
-        self._target.write(view)
+        for start in range(0, view.nbytes, _CHUNK):
+            chunk = view[start : start + _CHUNK]
+            self._hasher.update(chunk)
+            self._target.write(chunk)
+        self._hasher.wait()  # the caller may reuse its buffer once write() returns
         self.size += view.nbytes
         return view.nbytes
 
     def hexdigest(self) -> str:
-        return self._sha256.hexdigest()
+        return self._hasher.hexdigest()
 
 
 class Store:
@@ -142,22 +181,43 @@ class Store:
             return None
 
     def read_verified(
-        self, path: str, *, size: int, sha256: str, uri: str, written_on: str | None = None
-    ) -> bytes:
-        """The bytes at ``path``, returned only if their size and sha256 match."""
+        self,
+        path: str,
+        *,
+        size: int,
+        sha256: str,
+        uri: str,
+        written_on: str | None = None,
+        writable: bool = False,
+    ) -> bytes | mmap.mmap:
+        """The bytes at ``path``, returned only if their size and sha256 match.
+
+        What is checked is exactly what is returned. By default the object is
+        read in one call into ``bytes`` and then hashed (the fastest way to
+        end up with an immutable copy). With ``writable=True`` a large object
+        is instead read in chunks into an anonymous memory map of the promised
+        size (no zero-filling) while the chunks already read are hashed in the
+        background: for loaders that keep using the buffer in place.
+        """
         try:
-            data = self.fs.cat_file(path)
+            with self.fs.open(path, "rb") as source:
+                if not writable or size < _CHUNK:
+                    data: bytes | mmap.mmap = source.read(size + 1)
+                    filled, longer = min(len(data), size), len(data) > size
+                    actual = hashlib.sha256(data).hexdigest()
+                else:
+                    data, filled, longer, actual = self._read_large(source, size)
         except FileNotFoundError as exc:
             raise self.missing(uri, written_on) from exc
-        if len(data) != size:
+        if filled != size or longer:
+            found = f"{filled} bytes" if not longer else f"more than {size} bytes"
             raise IntegrityError(
-                f"{uri} holds {len(data)} bytes but its handle promises {size}: the object was "
+                f"{uri} holds {found} but its handle promises {size}: the object was "
                 "truncated or replaced after it was written. The value was not returned.",
                 uri=uri,
                 expected=size,
-                actual=len(data),
+                actual=filled if not longer else f">{size}",
             )
-        actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise IntegrityError(
                 f"{uri} does not match its handle's sha256 (expected {sha256}, found {actual}): "
@@ -167,6 +227,26 @@ class Store:
                 actual=actual,
             )
         return data
+
+    @staticmethod
+    def _read_large(source: IO[bytes], size: int) -> tuple[mmap.mmap, int, bool, str]:
+        buffer = mmap.mmap(-1, size)
+        view = memoryview(buffer)
+        hasher = _HashBehind()
+        filled = 0
+        try:
+            while filled < size:
+                count = source.readinto(view[filled : filled + _CHUNK])
+                if not count:
+                    break
+                hasher.update(view[filled : filled + count])
+                filled += count
+            actual = hasher.hexdigest()
+        finally:
+            hasher.wait()
+            view.release()
+        longer = filled == size and bool(source.read(1))
+        return buffer, filled, longer, actual
 
     def missing(self, uri: str, written_on: str | None) -> ObjectMissingError:
         """The error for a value that is not (or no longer) in storage."""

@@ -320,3 +320,21 @@ def test_a_custom_serializer_is_used_by_name_and_by_type(memory_url):
     assert isinstance(back, Celsius) and back == 21.5
     with pytest.raises(ValueError, match="already registered"):
         register_serializer(CelsiusSerializer())
+
+
+def test_large_values_read_in_place_are_checked_as_strictly(storage_url):
+    import numpy as np
+
+    handle = publish(np.zeros((2000, 2000)), storage=storage_url)  # 32 MB, read into a memory map
+    fs, path = _fs_path(handle.uri)
+    data = bytearray(fs.cat_file(path))
+    data[-1] ^= 0xFF
+    fs.pipe_file(path, bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        handle.claim(consumer_id="c")
+    fs.pipe_file(path, bytes(data) + b"extra")
+    with pytest.raises(IntegrityError, match=f"more than {handle.size} bytes"):
+        handle.claim(consumer_id="c")
+    fs.pipe_file(path, bytes(data[: handle.size // 2]))
+    with pytest.raises(IntegrityError, match=f"{handle.size // 2} bytes but"):
+        handle.claim(consumer_id="c")
