@@ -188,7 +188,7 @@ def _measure(case: dict, repeat: int, env: dict) -> dict:
     return best
 
 
-def _cases(kinds, storages, mib, rows, workdir: Path, s3) -> list[dict]:
+def _cases(kinds, storages, mib, rows, *, workdir: Path, s3) -> list[dict]:
     cases = []
     for kind in kinds:
         common = {"kind": kind, "mib": mib, "rows": rows}
@@ -268,9 +268,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mib", type=int, default=int(os.environ.get("TFX_BENCH_MIB", 256)))
-    parser.add_argument("--rows", type=int, default=int(os.environ.get("TFX_BENCH_ROWS", 5_000_000)))
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("TFX_BENCH_REPEAT", 3)))
+    parser.add_argument("--mib", type=int, default=int(os.environ.get("TFX_BENCH_MIB", "256")))
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("TFX_BENCH_ROWS", "5000000")))
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("TFX_BENCH_REPEAT", "3")))
     parser.add_argument("--no-s3", action="store_true", help="local disk only")
     parser.add_argument("--kinds", default="bytes,dataframe")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -293,7 +293,7 @@ def main() -> int:
             s3 = start_seaweedfs(bucket="bench")
             env["AIRFLOW_CONN_TFX_BENCH_S3"] = s3.connection_uri_json()
         try:
-            cases = _cases(args.kinds.split(","), storages, args.mib, args.rows, Path(folder), s3)
+            cases = _cases(args.kinds.split(","), storages, args.mib, args.rows, workdir=Path(folder), s3=s3)
             results = []
             for case in cases:
                 print(f"measuring {case['kind']} {case['storage_name']} {case['path']} ...", file=sys.stderr)
