@@ -29,6 +29,8 @@ _EXPORTS = {
     "ExclusiveOutput": "taskflow_exclusive.publishing",
     "publish": "taskflow_exclusive.publishing",
     "exclusive_output": "taskflow_exclusive.decorators",
+    "exclusive_task": "taskflow_exclusive.decorators",
+    "Claimed": "taskflow_exclusive.inputs",
     "Serializer": "taskflow_exclusive.serializers",
     "register_serializer": "taskflow_exclusive.serializers",
     "available_serializers": "taskflow_exclusive.serializers",
@@ -56,6 +58,7 @@ __all__ = [
     "ClaimLedger",
     "ClaimRecord",
     "ClaimStoreUnavailableError",
+    "Claimed",
     "ExclusiveError",
     "ExclusiveHandle",
     "ExclusiveOutput",
@@ -68,6 +71,7 @@ __all__ = [
     "__version__",
     "available_serializers",
     "exclusive_output",
+    "exclusive_task",
     "publish",
     "register_ledger",
     "register_serializer",
@@ -77,7 +81,7 @@ if TYPE_CHECKING:
     from taskflow_exclusive.claims import register_ledger
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
     from taskflow_exclusive.config import CLAIMS_URL_VARIABLE, STORAGE_URL_VARIABLE, LocalStorageWarning
-    from taskflow_exclusive.decorators import exclusive_output
+    from taskflow_exclusive.decorators import exclusive_output, exclusive_task
     from taskflow_exclusive.errors import (
         AlreadyClaimedError,
         ClaimError,
@@ -89,6 +93,7 @@ if TYPE_CHECKING:
         StorageConfigError,
     )
     from taskflow_exclusive.handle import ExclusiveHandle
+    from taskflow_exclusive.inputs import Claimed
     from taskflow_exclusive.publishing import ExclusiveOutput, publish
     from taskflow_exclusive.serializers import Serializer, available_serializers, register_serializer
 
