@@ -4,6 +4,14 @@ Values go to fsspec storage (S3, GCS, local disk); XCom carries a small
 :class:`ExclusiveHandle`; ``handle.claim()`` gives the value to exactly one
 consumer (a retry of that consumer gets it again).
 
+In a DAG, ``@exclusive_task`` (also ``@task.exclusive``) makes a TaskFlow
+task store its return value and push handles; ``Claimed[T]`` parameters
+receive claimed values::
+
+    @exclusive_task(split=True)
+    def batches(orders: Claimed[list]):
+        yield from split(orders)
+
 Example, outside Airflow::
 
     >>> from taskflow_exclusive import exclusive_output
