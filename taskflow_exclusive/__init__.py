@@ -4,6 +4,14 @@ Values go to fsspec storage (S3, GCS, local disk); XCom carries a small
 :class:`ExclusiveHandle`; ``handle.claim()`` gives the value to exactly one
 consumer (a retry of that consumer gets it again).
 
+In a DAG, ``@exclusive_task`` (also ``@task.exclusive``) makes a TaskFlow
+task store its return value and push handles; ``Claimed[T]`` parameters
+receive claimed values::
+
+    @exclusive_task(split=True)
+    def batches(orders: Claimed[list]):
+        yield from split(orders)
+
 Example, outside Airflow::
 
     >>> from taskflow_exclusive import exclusive_output
@@ -29,6 +37,8 @@ _EXPORTS = {
     "ExclusiveOutput": "taskflow_exclusive.publishing",
     "publish": "taskflow_exclusive.publishing",
     "exclusive_output": "taskflow_exclusive.decorators",
+    "exclusive_task": "taskflow_exclusive.decorators",
+    "Claimed": "taskflow_exclusive.inputs",
     "Serializer": "taskflow_exclusive.serializers",
     "register_serializer": "taskflow_exclusive.serializers",
     "available_serializers": "taskflow_exclusive.serializers",
@@ -56,6 +66,7 @@ __all__ = [
     "ClaimLedger",
     "ClaimRecord",
     "ClaimStoreUnavailableError",
+    "Claimed",
     "ExclusiveError",
     "ExclusiveHandle",
     "ExclusiveOutput",
@@ -68,6 +79,7 @@ __all__ = [
     "__version__",
     "available_serializers",
     "exclusive_output",
+    "exclusive_task",
     "publish",
     "register_ledger",
     "register_serializer",
@@ -77,7 +89,7 @@ if TYPE_CHECKING:
     from taskflow_exclusive.claims import register_ledger
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
     from taskflow_exclusive.config import CLAIMS_URL_VARIABLE, STORAGE_URL_VARIABLE, LocalStorageWarning
-    from taskflow_exclusive.decorators import exclusive_output
+    from taskflow_exclusive.decorators import exclusive_output, exclusive_task
     from taskflow_exclusive.errors import (
         AlreadyClaimedError,
         ClaimError,
@@ -89,6 +101,7 @@ if TYPE_CHECKING:
         StorageConfigError,
     )
     from taskflow_exclusive.handle import ExclusiveHandle
+    from taskflow_exclusive.inputs import Claimed
     from taskflow_exclusive.publishing import ExclusiveOutput, publish
     from taskflow_exclusive.serializers import Serializer, available_serializers, register_serializer
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Sequence
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from taskflow_exclusive.examples import plain_python
+    from taskflow_exclusive.examples import demo
 
-    with tempfile.TemporaryDirectory(prefix="taskflow-exclusive-demo-") as folder:
-        return plain_python.run(f"file://{folder}")
+    return demo.main(keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Claim-once TaskFlow outputs for Apache Airflow 3.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="produce a value, claim it, and show a second claim refused")
+    demo = commands.add_parser(
+        "demo",
+        help="run the example DAG with dag.test() (throw-away Airflow home) and show every claim",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the demo's Airflow home (values, log)")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -1,10 +1,33 @@
 """Decorators: thin shells over :class:`~taskflow_exclusive.publishing.ExclusiveOutput`.
 
-``@exclusive_output`` makes a function return an :class:`ExclusiveHandle`
-instead of its value: the value goes to storage, the caller gets a
-claim-once handle. It works bare or with arguments.
+``@exclusive_task`` is an Airflow TaskFlow decorator (also ``@task.exclusive``
+through the provider): the task's return value goes to storage and XCom
+carries claim-once handles. ``@exclusive_output`` does the same for a plain
+function (in a script, a notebook, or under ``@task``). Both work bare or
+with arguments, claim ``Claimed[...]`` parameters for the caller, and shape
+the result the same way (one handle; one per item with ``split=True``; one
+per key with ``multiple_outputs``).
 
-Example::
+Example, in a DAG::
+
+    from airflow.sdk import dag, task
+    from taskflow_exclusive import Claimed, ExclusiveHandle, exclusive_task
+
+    @exclusive_task(max_claims=1)
+    def extract() -> list:
+        return load_orders()
+
+    @exclusive_task
+    def transform(orders: Claimed[list]) -> list:     # claimed for this task
+        return [o for o in orders if o["total"] > 10]
+
+    @task
+    def load(rows: ExclusiveHandle) -> None:
+        write(rows.claim())                          # or claim it yourself
+
+    load(transform(extract()))
+
+Example, outside Airflow::
 
     >>> from taskflow_exclusive import exclusive_output
     >>> @exclusive_output(storage="memory://docs", max_claims=1)
@@ -18,20 +41,77 @@ Example::
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
-from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.inputs import claim_arguments, claimed_parameters
 from taskflow_exclusive.publishing import ExclusiveOutput
+from taskflow_exclusive.results import publish_result
 from taskflow_exclusive.serializers import Serializer
 
-__all__ = ["exclusive_output"]
+__all__ = ["exclusive_output", "exclusive_task"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+def exclusive_task(
+    python_callable: Callable[..., Any] | None = None,
+    *,
+    storage: str | None = None,
+    serializer: str | Serializer | None = None,
+    compression: str | None = None,
+    max_claims: int = 1,
+    claims: str | None = None,
+    split: bool = False,
+    multiple_outputs: bool | None = None,
+    **task_kwargs: Any,
+) -> Any:
+    """An Airflow ``@task`` whose return value is stored and handed out once.
+
+    - ``storage``, ``serializer``, ``compression``, ``max_claims``, ``claims``:
+      as for :class:`~taskflow_exclusive.ExclusiveOutput` (storage defaults to the
+      Airflow Variable ``taskflow_exclusive_storage_url``);
+    - ``split=True``: the function returns an iterable (a generator is streamed);
+      each item is stored on its own and XCom holds a list of handles, so
+      ``consume.expand(item=produce())`` gives each mapped task its own handle;
+    - ``multiple_outputs=True`` (or a ``-> dict`` return annotation): one handle per key;
+    - every other keyword is a ``@task`` argument (``task_id``, ``retries``, ``pool``, ...).
+
+    Parameters annotated ``Claimed[T]`` receive the claimed value of their
+    handle(s). A function returning ``None`` publishes nothing. Invalid
+    arguments (an unknown serializer, ``max_claims=0``, ``split`` together
+    with ``multiple_outputs``) fail here, when the DAG file is parsed.
+    """
+    ExclusiveOutput(
+        storage=storage,
+        serializer=serializer,
+        compression=compression,
+        max_claims=max_claims,
+        claims=claims,
+    )
+    if split:
+        if multiple_outputs:
+            raise ValueError(
+                "split=True and multiple_outputs=True cannot be combined (one handle per item, or "
+                "one per key: choose one)."
+            )
+        multiple_outputs = False  # a list of items, even if the annotation says dict
+    from taskflow_exclusive.operator import exclusive_task_decorator
+
+    return exclusive_task_decorator(
+        python_callable,
+        multiple_outputs=multiple_outputs,
+        storage=storage,
+        serializer=serializer,
+        compression=compression,
+        max_claims=max_claims,
+        claims=claims,
+        split=split,
+        **task_kwargs,
+    )
 
 
 @overload
-def exclusive_output(func: Callable[..., Any], /) -> Callable[..., ExclusiveHandle]: ...
+def exclusive_output(func: Callable[..., Any], /) -> Callable[..., Any]: ...
 
 
 @overload
@@ -44,7 +124,9 @@ def exclusive_output(
     compression: str | None = None,
     max_claims: int = 1,
     claims: str | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., ExclusiveHandle]]: ...
+    split: bool = False,
+    multiple_outputs: bool | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
 def exclusive_output(
@@ -56,12 +138,20 @@ def exclusive_output(
     compression: str | None = None,
     max_claims: int = 1,
     claims: str | None = None,
+    split: bool = False,
+    multiple_outputs: bool | None = None,
 ) -> Any:
     """Publish the function's return value and return its :class:`ExclusiveHandle`.
 
-    Arguments are those of :class:`~taskflow_exclusive.ExclusiveOutput`;
-    invalid ones (an unknown serializer, ``max_claims=0``) fail when the
-    function is decorated, not when it runs.
+    Arguments are those of :class:`~taskflow_exclusive.ExclusiveOutput`, plus
+    ``split`` (a list of handles, one per item) and ``multiple_outputs`` (a
+    dict of handles, one per key). ``Claimed[T]`` parameters receive the
+    claimed value of their handle(s).
+
+    Under ``@task`` (``@task`` outermost) it gives what ``@exclusive_task``
+    gives: when ``multiple_outputs`` is not passed here, it follows the task's
+    own (``@task(multiple_outputs=True)`` or a ``-> dict`` annotation). Invalid
+    arguments fail when the function is decorated, not when it runs.
     """
     output = ExclusiveOutput(
         storage=storage,
@@ -70,16 +160,49 @@ def exclusive_output(
         max_claims=max_claims,
         claims=claims,
     )
+    if split and multiple_outputs:
+        raise ValueError("split=True and multiple_outputs=True cannot be combined: choose one shape")
+    if "airflow.sdk" in sys.modules:  # a DAG file: let this process rebuild handles from XCom
+        from taskflow_exclusive.serde import allow_handle_deserialization
 
-    def decorate(function: Callable[..., Any]) -> Callable[..., ExclusiveHandle]:
+        allow_handle_deserialization()
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         name = getattr(function, "__qualname__", None) or getattr(function, "__name__", "values")
         label = name.replace("<locals>.", "")
+        claimed = claimed_parameters(function)
 
         @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> ExclusiveHandle:
-            return output.publish(function(*args, **kwargs), label=label)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = claim_arguments(function, args, kwargs, claimed=claimed)
+            per_key = multiple_outputs
+            if per_key is None:
+                per_key = not split and _running_task_unrolls(wrapper)
+            return publish_result(
+                output, function(*args, **kwargs), split=split, per_key=per_key, label=label
+            )
 
         wrapper.exclusive_output = output  # type: ignore[attr-defined]
         return wrapper
 
     return decorate(func) if func is not None else decorate
+
+
+def _running_task_unrolls(wrapper: Callable[..., Any]) -> bool:
+    """Whether ``wrapper`` runs as the callable of an Airflow task with ``multiple_outputs``."""
+    if "airflow.sdk" not in sys.modules:
+        return False
+    from airflow.sdk import get_current_context
+
+    try:
+        task = get_current_context()["ti"].task
+    except (RuntimeError, KeyError, AttributeError):  # no task is running here
+        return False
+    if not getattr(task, "multiple_outputs", False):
+        return False
+    callable_ = getattr(task, "python_callable", None)
+    while callable_ is not None:  # the task's callable is this wrapper, or wraps it
+        if callable_ is wrapper:
+            return True
+        callable_ = getattr(callable_, "__wrapped__", None)
+    return False

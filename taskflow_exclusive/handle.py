@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taskflow_exclusive.errors import IntegrityError
+from taskflow_exclusive.errors import AlreadyClaimedError, IntegrityError
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
@@ -54,6 +55,8 @@ class ExclusiveHandle:
     claims: str | None = None
 
     FORMAT: ClassVar[str] = "taskflow-exclusive/handle/1"
+    # Airflow's XCom serde records this next to serialize()'s data and passes it to deserialize().
+    __version__: ClassVar[int] = 1
 
     # -- the consumer's API -----------------------------------------------------------------
 
@@ -68,11 +71,20 @@ class ExclusiveHandle:
 
         Raises :class:`IntegrityError` (bytes or manifest do not match: nothing
         is deserialized), :class:`ObjectMissingError`, :class:`AlreadyClaimedError`,
-        :class:`ClaimStoreUnavailableError`.
+        :class:`ClaimStoreUnavailableError`. Inside an Airflow task,
+        :class:`AlreadyClaimedError` fails the task without retries (see
+        :mod:`taskflow_exclusive.task_failures`).
         """
         from taskflow_exclusive.claiming import claim_value
 
-        return claim_value(self, consumer_id)
+        try:
+            return claim_value(self, consumer_id)
+        except AlreadyClaimedError as refused:
+            if "airflow.sdk" in sys.modules:  # only a running Airflow task changes the error
+                from taskflow_exclusive.task_failures import fail_task_without_retry
+
+                fail_task_without_retry(refused)
+            raise
 
     def holders(self) -> list[ClaimRecord]:
         """Who holds this value, and since when (one record per taken slot)."""
@@ -132,6 +144,26 @@ class ExclusiveHandle:
     @classmethod
     def from_json(cls, text: str | bytes) -> ExclusiveHandle:
         return cls.from_dict(json.loads(text))
+
+    # -- Airflow XCom serde hooks (see taskflow_exclusive.serde) -----------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """What Airflow's XCom serde stores for this handle (``to_dict()``)."""
+        return self.to_dict()
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any], version: int) -> ExclusiveHandle:
+        """Rebuild a handle from Airflow's XCom serde, validating it like :meth:`from_dict`."""
+        if version > cls.__version__:
+            raise IntegrityError(
+                f"XCom holds an ExclusiveHandle of serde version {version}, newer than this "
+                f"taskflow-exclusive understands ({cls.__version__}): upgrade taskflow-exclusive "
+                "on this worker.",
+                uri=data.get("uri") if isinstance(data, dict) else None,
+                expected=cls.__version__,
+                actual=version,
+            )
+        return cls.from_dict(data)
 
     def _validate(self) -> None:
         problems = []

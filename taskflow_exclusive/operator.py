@@ -1,0 +1,131 @@
+"""The operator behind ``@exclusive_task`` / ``@task.exclusive``.
+
+A TaskFlow ``@task`` (``DecoratedOperator`` + ``PythonOperator``) with two
+steps around the function call, both in :meth:`execute_callable`, after
+Airflow resolved the arguments and before it pushes the XCom:
+
+1. arguments of ``Claimed[...]`` parameters are claimed for this task
+   instance and replaced by their values (:mod:`taskflow_exclusive.inputs`);
+2. the return value is published (:mod:`taskflow_exclusive.results`): XCom
+   gets one handle, a list of handles (``split=True``) or a dict of handles
+   (``multiple_outputs``), never the value.
+
+Importing this module allows :class:`ExclusiveHandle` in Airflow's XCom
+serde (see :mod:`taskflow_exclusive.serde`), so every process that parses a
+DAG using the decorator can rebuild handles.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, ClassVar
+
+from airflow.providers.standard.operators.python import PythonOperator
+
+from taskflow_exclusive.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.publishing import ExclusiveOutput
+from taskflow_exclusive.results import publish_result
+from taskflow_exclusive.serde import allow_handle_deserialization
+from taskflow_exclusive.serializers import Serializer
+
+try:  # Airflow 3.1+
+    from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+except ImportError:  # Airflow 3.0
+    from airflow.decorators.base import DecoratedOperator, task_decorator_factory  # type: ignore[no-redef]
+
+__all__ = ["ExclusiveDecoratedOperator", "exclusive_task_decorator"]
+
+allow_handle_deserialization()
+
+
+class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
+    """Runs a TaskFlow function and publishes its result as claim-once handles.
+
+    Takes every ``@task`` argument plus ``storage``, ``serializer``,
+    ``compression``, ``max_claims``, ``claims`` (see
+    :class:`~taskflow_exclusive.ExclusiveOutput`) and ``split``.
+    """
+
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "templates_dict": "json",
+        "op_args": "py",
+        "op_kwargs": "py",
+    }
+    custom_operator_name: str = "@task.exclusive"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        op_args: Collection[Any] | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        storage: str | None = None,
+        serializer: str | Serializer | None = None,
+        compression: str | None = None,
+        max_claims: int = 1,
+        claims: str | None = None,
+        split: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if inspect.iscoroutinefunction(inspect.unwrap(python_callable)):
+            raise TypeError(
+                f"@task.exclusive cannot decorate the async function {python_callable.__name__!r}: "
+                "Airflow runs async callables on a path that would push the raw value to XCom. "
+                "Make it a regular function."
+            )
+        kwargs_to_upstream = {"python_callable": python_callable, "op_args": op_args, "op_kwargs": op_kwargs}
+        super().__init__(
+            kwargs_to_upstream=kwargs_to_upstream,
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            **kwargs,
+        )
+        if split and self.multiple_outputs:
+            raise ValueError(
+                f"Task {self.task_id!r}: split=True and multiple_outputs=True cannot be combined "
+                "(one handle per item, or one per key: choose one)."
+            )
+        self.exclusive_output = ExclusiveOutput(
+            storage=storage,
+            serializer=serializer,
+            compression=compression,
+            max_claims=max_claims,
+            claims=claims,
+        )
+        self.split = split
+        self.claimed_parameters = claimed_parameters(python_callable)
+
+    def execute_callable(self) -> Any:
+        self.op_args, self.op_kwargs = claim_arguments(
+            self.python_callable, self.op_args, self.op_kwargs, claimed=self.claimed_parameters
+        )
+        if self.split and inspect.isgeneratorfunction(self.python_callable):
+            # Airflow's runner would drain a generator as asset metadata; with split its items are values.
+            result = self.python_callable(*self.op_args, **self.op_kwargs)
+        else:
+            result = super().execute_callable()
+        return publish_result(
+            self.exclusive_output,
+            result,
+            split=self.split,
+            per_key=bool(self.multiple_outputs),
+            label=self.task_id,
+        )
+
+
+def exclusive_task_decorator(
+    python_callable: Callable[..., Any] | None,
+    *,
+    multiple_outputs: bool | None,
+    **kwargs: Any,
+) -> Any:
+    """``task_decorator_factory`` with :class:`ExclusiveDecoratedOperator`."""
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=ExclusiveDecoratedOperator,
+        **kwargs,
+    )

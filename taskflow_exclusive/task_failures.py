@@ -1,0 +1,49 @@
+"""A refused claim fails its Airflow task at once, without retries.
+
+:class:`AlreadyClaimedError` can never succeed for that consumer: its id
+(``dag_id/run_id/task_id/map_index``) is the same on every try, and the
+holder keeps the value until an operator releases it. Retrying would only
+delay the failure and hide it. So inside a running Airflow task the error is
+raised as :class:`AlreadyClaimedError` from *this* module: the same error
+(a subclass of :class:`taskflow_exclusive.AlreadyClaimedError`, same
+message and attributes, naming the holder) that is also Airflow's
+``AirflowFailException``, which fails the task without using its retries.
+Outside Airflow nothing changes.
+
+To hand the value to a new consumer after all, release the holder's claim
+(``handle.release(holder, reason=...)``) and clear the failed task.
+
+Example (inside a task; the task log shows the holder)::
+
+    try:
+        rows = handle.claim()
+    except AlreadyClaimedError as refused:   # taskflow_exclusive.AlreadyClaimedError
+        log.info("held by %s", refused.holder)
+        raise
+"""
+
+from __future__ import annotations
+
+from taskflow_exclusive import errors
+from taskflow_exclusive.identity import running_task
+
+try:  # Airflow 3.1+
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.0
+    from airflow.exceptions import AirflowFailException
+
+__all__ = ["AlreadyClaimedError", "fail_task_without_retry"]
+
+NO_RETRY_NOTE = " The task fails without retrying: every try of this consumer would be refused the same way."
+
+
+class AlreadyClaimedError(errors.AlreadyClaimedError, AirflowFailException):
+    """``AlreadyClaimedError`` raised inside an Airflow task: fails it without retries."""
+
+
+def fail_task_without_retry(refused: errors.AlreadyClaimedError) -> None:
+    """Inside a running Airflow task, raise ``refused`` as the no-retry form; else return."""
+    if isinstance(refused, AlreadyClaimedError) or running_task() is None:
+        return
+    failure = errors._rebuild(AlreadyClaimedError, refused.message + NO_RETRY_NOTE, refused._facts)
+    raise failure.with_traceback(refused.__traceback__) from None
