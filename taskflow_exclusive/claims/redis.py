@@ -105,9 +105,11 @@ class RedisLedger(ClaimLedger):
         """Warn once when the server would forget claims on restart (AOF off)."""
         if self._durability_checked.is_set():
             return
+        import redis
+
         try:
             persistence = self._client.info("persistence")
-        except Exception:  # INFO may be disabled (managed Redis); the claim itself decides
+        except redis.ResponseError:  # INFO disabled (some managed Redis): nothing to tell
             persistence = {}
         self._durability_checked.set()
         if str(persistence.get("aof_enabled", "1")) == "0":

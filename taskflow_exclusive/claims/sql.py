@@ -166,7 +166,7 @@ class SqlLedger(ClaimLedger):
             try:
                 yield
             except sa_exc.DBAPIError as error:
-                raise ConnectionError(_brief(error)) from error
+                raise DatabaseError(_brief(error)) from error
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -216,27 +216,27 @@ class SqlLedger(ClaimLedger):
         )
 
     def _ensure_table(self) -> None:
-        """Create the claims table once per process; a concurrent creator winning is fine."""
+        """Create the claims table once per process, safely when many processes do it at once.
+
+        ``CREATE TABLE IF NOT EXISTS`` settles it on SQLite and MySQL/MariaDB;
+        PostgreSQL may still report a concurrent creator as a unique or
+        duplicate-table violation, after which the table is there. Failures to
+        reach the database are raised as they are.
+        """
         if self._table_ready.is_set():
             return
         from sqlalchemy import exc as sa_exc
         from sqlalchemy import inspect
+        from sqlalchemy.schema import CreateTable
 
         with self._table_lock:
             if self._table_ready.is_set():
                 return
-            for attempt in range(_TRANSIENT_RETRIES):
-                try:
-                    self._call(lambda conn: self.table.create(conn, checkfirst=True))
-                    break
-                except sa_exc.DBAPIError:
-                    # Another process created it between our check and our CREATE
-                    # (PostgreSQL reports that as a unique violation in pg_type).
-                    exists = self._call(lambda conn: inspect(conn).has_table(self.table_name))
-                    if exists:
-                        break
-                    if attempt == _TRANSIENT_RETRIES - 1:
-                        raise
+            try:
+                self._call(lambda conn: conn.execute(CreateTable(self.table, if_not_exists=True)))
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+                if not self._call(lambda conn: inspect(conn).has_table(self.table_name)):
+                    raise
             self._table_ready.set()
 
     # -- running statements within the deadline ------------------------------------------------
@@ -282,6 +282,10 @@ class SqlLedger(ClaimLedger):
             return result
 
 
+class DatabaseError(Exception):
+    """What the database driver reported, briefly (becomes ClaimStoreUnavailableError's cause)."""
+
+
 def _claims_table(name: str) -> Any:
     from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
@@ -312,7 +316,9 @@ def _engine(url: Any, dialect: str, timeout: float, shown: str) -> Any:
         connect_args["timeout"] = timeout  # the busy wait while another process writes
     connect_args = {k: v for k, v in connect_args.items() if k not in url.query}
     try:
-        return create_engine(url, connect_args=connect_args, pool_recycle=3600)
+        # Every statement commits on its own: the claim is one INSERT, so it needs no BEGIN/COMMIT
+        # round trips of its own (a loser then costs two round trips: INSERT, SELECT).
+        return create_engine(url, connect_args=connect_args, pool_recycle=3600, isolation_level="AUTOCOMMIT")
     except ImportError as exc:
         extra = _DRIVER_EXTRAS.get(dialect, "the SQLAlchemy driver named in the URL")
         raise StorageConfigError(
