@@ -114,6 +114,7 @@ class SqlLedger(ClaimLedger):
             _require_absolute_sqlite(url.database, self._shown)
         self._engine = _engine(url, self.dialect, self.timeout, self._shown)
         self.table = _claims_table(self.table_name)
+        self._statements = _statements(self.table, self.dialect)
         self._table_ready = threading.Event()
         self._table_lock = threading.Lock()
 
@@ -149,13 +150,10 @@ class SqlLedger(ClaimLedger):
             return self._call(lambda conn: self._select(conn, self.value_key(uri), slot))
 
     def _delete(self, uri: str, slot: int) -> bool:
-        from sqlalchemy import delete
-
-        table, key = self.table, self.value_key(uri)
-        statement = delete(table).where(table.c.value_key == key, table.c.slot == int(slot))
+        parameters = {"key": self.value_key(uri), "slot": int(slot)}
         with self._reaching(uri):
             self._ensure_table()
-            return self._call(lambda conn: conn.execute(statement).rowcount) > 0
+            return self._call(lambda conn: conn.execute(self._statements["delete"], parameters).rowcount) > 0
 
     @contextmanager
     def _reaching(self, uri: str) -> Iterator[None]:
@@ -182,29 +180,12 @@ class SqlLedger(ClaimLedger):
             raise
 
     def _insert(self, conn: Any, row: dict[str, Any]) -> bool:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-
-            statement = insert(self.table).values(**row).on_conflict_do_nothing()
-            return conn.execute(statement).rowcount == 1
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-
-            statement = insert(self.table).values(**row).on_conflict_do_nothing()
-            return conn.execute(statement).rowcount == 1
-        from sqlalchemy import insert
-
-        conn.execute(insert(self.table).values(**row))  # a duplicate raises; see _try_insert
-        return True
+        # PostgreSQL and SQLite: ON CONFLICT DO NOTHING; MySQL: a duplicate raises (_try_insert).
+        result = conn.execute(self._statements["insert"], row)
+        return self.dialect == "mysql" or result.rowcount == 1
 
     def _select(self, conn: Any, key: str, slot: int) -> ClaimRecord | None:
-        from sqlalchemy import select
-
-        table = self.table
-        statement = select(table.c.consumer_id, table.c.claimed_at, table.c.host, table.c.pid).where(
-            table.c.value_key == key, table.c.slot == int(slot)
-        )
-        found = conn.execute(statement).first()
+        found = conn.execute(self._statements["select"], {"key": key, "slot": int(slot)}).first()
         if found is None:
             return None
         return ClaimRecord(
@@ -263,14 +244,14 @@ class SqlLedger(ClaimLedger):
                 raise
 
     def _attempt(self, work: Callable[[Any], T]) -> T:
+        # The engine autocommits every statement and skips the rollbacks SQLAlchemy would
+        # otherwise send at the end of each use: no transaction is ever left open.
         with self._engine.connect() as conn:
             if self.dialect == "sqlite":  # no server to freeze; sqlite's busy timeout bounds the wait
-                with conn.begin():
-                    return work(conn)
+                return work(conn)
             token = _watchdog.arm(self.timeout, conn.connection.dbapi_connection)
             try:
-                with conn.begin():
-                    result = work(conn)
+                result = work(conn)
             except Exception as error:
                 if _watchdog.disarm(token):
                     raise TimeoutError(
@@ -284,6 +265,30 @@ class SqlLedger(ClaimLedger):
 
 class DatabaseError(Exception):
     """What the database driver reported, briefly (becomes ClaimStoreUnavailableError's cause)."""
+
+
+def _statements(table: Any, dialect: str) -> dict[str, Any]:
+    """The ledger's statements, built once (values are bound at execution)."""
+    from sqlalchemy import bindparam, delete, insert, select
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_unless_taken
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as insert_unless_taken
+    else:
+        insert_unless_taken = None
+    this_slot = (table.c.value_key == bindparam("key"), table.c.slot == bindparam("slot"))
+    return {
+        "insert": (
+            insert_unless_taken(table).on_conflict_do_nothing()
+            if insert_unless_taken is not None
+            else insert(table)
+        ),
+        "select": select(table.c.consumer_id, table.c.claimed_at, table.c.host, table.c.pid).where(
+            *this_slot
+        ),
+        "delete": delete(table).where(*this_slot),
+    }
 
 
 def _claims_table(name: str) -> Any:
@@ -316,9 +321,15 @@ def _engine(url: Any, dialect: str, timeout: float, shown: str) -> Any:
         connect_args["timeout"] = timeout  # the busy wait while another process writes
     connect_args = {k: v for k, v in connect_args.items() if k not in url.query}
     try:
-        # Every statement commits on its own: the claim is one INSERT, so it needs no BEGIN/COMMIT
-        # round trips of its own (a loser then costs two round trips: INSERT, SELECT).
-        return create_engine(url, connect_args=connect_args, pool_recycle=3600, isolation_level="AUTOCOMMIT")
+        # Every statement commits on its own (a claim is one INSERT), and no BEGIN, COMMIT or
+        # ROLLBACK is sent around it: a winner costs one round trip, a loser two (INSERT, SELECT).
+        return create_engine(
+            url,
+            connect_args=connect_args,
+            pool_recycle=3600,
+            isolation_level="AUTOCOMMIT",
+            skip_autocommit_rollback=True,
+        )
     except ImportError as exc:
         extra = _DRIVER_EXTRAS.get(dialect, "the SQLAlchemy driver named in the URL")
         raise StorageConfigError(
@@ -379,11 +390,14 @@ class _Watchdog:
         token = next(self._tokens)
         with self._lock:
             self._armed[token] = dbapi_connection
-            heapq.heappush(self._deadlines, (time.monotonic() + seconds, token))
+            deadline = time.monotonic() + seconds
+            earliest = not self._deadlines or deadline < self._deadlines[0][0]
+            heapq.heappush(self._deadlines, (deadline, token))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="tfx-sql-watchdog", daemon=True)
                 self._thread.start()
-            self._lock.notify()
+            if earliest:  # otherwise the thread already wakes up in time
+                self._lock.notify()
         return token
 
     def disarm(self, token: int) -> bool:
