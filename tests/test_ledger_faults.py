@@ -36,7 +36,7 @@ postgres_server, private_postgres = ledgers.postgres_server, ledgers.private_pos
 
 # Short timeouts keep the tests quick; the defaults are checked separately.
 FAST = {"redis": "socket_timeout=1&socket_connect_timeout=1", "postgres": "timeout=1"}
-PROMPT = 3.5  # seconds: a timeout of 1 s plus a reconnect of at most 2 s (libpq's minimum)
+PROMPT = 5.0  # seconds: a timeout of 1 s, a reconnect of at most 2 s (libpq's minimum), slack
 STORES = ["redis", "postgres"]
 
 

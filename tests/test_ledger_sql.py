@@ -135,9 +135,24 @@ def test_a_sqlite_ledger_must_be_a_file_named_by_absolute_path(file_url, spec):
         publish(1, storage=file_url, claims=spec)
 
 
-def test_a_table_name_must_be_a_plain_identifier(file_url, tmp_path):
-    with pytest.raises(StorageConfigError, match="plain SQL identifier"):
-        publish(1, storage=file_url, claims=f"sqlite:///{tmp_path}/c.db?table=x;DROP TABLE y")
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("timeout=soon", "not a number of seconds"), ("table=x;DROP TABLE y", "plain SQL identifier")],
+)
+def test_malformed_sql_options_are_refused_when_publishing(file_url, tmp_path, option, message):
+    with pytest.raises(StorageConfigError, match=message):
+        publish(1, storage=file_url, claims=f"sqlite:///{tmp_path}/c.db?{option}")
+
+
+def test_a_database_other_than_postgres_mysql_or_sqlite_is_refused(file_url, monkeypatch):
+    with pytest.raises(StorageConfigError, match="Unknown claim ledger") as unknown:
+        publish(1, storage=file_url, claims="oracle://scott@db/orcl")
+    assert "postgresql://" in str(unknown.value) and "redis://" in str(unknown.value)
+    conn_id = unique("tfx_mssql")
+    connection = {"conn_type": "postgres", "host": "db", "extra": {"sqlalchemy_scheme": "mssql+pymssql"}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    with pytest.raises(StorageConfigError, match="does not support"):
+        publish(1, storage=file_url, claims=conn_id)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="mysqlclient is installed")

@@ -138,7 +138,7 @@ def has_withheld_secret(url: str) -> bool:
     )
 
 
-def resolve_spec(spec: str, source: str = "argument") -> LedgerTarget:
+def resolve_spec(spec: str, source: str = "claims") -> LedgerTarget:
     """Turn a claims spec into the URL to use and the spec a handle may record.
 
     Raises :class:`StorageConfigError` when a connection cannot be read or a
@@ -164,7 +164,7 @@ def _url_with_secrets(recorded: str, source: str) -> str:
         else f"names another ledger ({withhold_secrets(configured) if '://' in configured else configured})"
     )
     raise StorageConfigError(
-        f"The claim ledger {recorded} (from {source}) needs a password, which handles never "
+        f"The claim ledger {recorded} needs a password, which handles never "
         f"carry, and this worker's Airflow Variable {CLAIMS_URL_VARIABLE!r} {found}. Set that "
         f"Variable (or AIRFLOW_VAR_{CLAIMS_URL_VARIABLE.upper()}) on every worker to the full URL, "
         "or produce with claims='<airflow connection id>' so that each worker reads the "
@@ -216,8 +216,9 @@ def forget_connections() -> None:
 
 
 def connection_scheme(conn_id: str, source: str = "argument") -> str:
-    """The ledger scheme an Airflow connection's ``conn_type`` selects."""
-    return scheme_of(_from_connection(conn_id, source).url)
+    """The ledger scheme an Airflow connection's ``conn_type`` selects (``redis``, ``postgresql``, ...)."""
+    conn_type = str(_from_connection(conn_id, source).options.get("conn_type", ""))
+    return "redis" if conn_type in REDIS_CONN_TYPES else scheme_of(SQL_CONN_TYPES[conn_type])
 
 
 def _from_connection(conn_id: str, source: str) -> LedgerTarget:
@@ -243,7 +244,9 @@ def _from_connection(conn_id: str, source: str) -> LedgerTarget:
             url=conn_id,
             source=source,
         )
-    return LedgerTarget(url=url, recorded=conn_id, conn_id=conn_id, options=options)
+    return LedgerTarget(
+        url=url, recorded=conn_id, conn_id=conn_id, options={**options, "conn_type": conn_type}
+    )
 
 
 def _userinfo(conn: Any) -> str:

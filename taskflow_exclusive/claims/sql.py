@@ -72,6 +72,7 @@ DEFAULT_TIMEOUT = 10.0
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DRIVER_EXTRAS = {"postgresql": "taskflow-exclusive[postgres]", "mysql": "taskflow-exclusive[mysql]"}
+_SUPPORTED = frozenset({"postgresql", "mysql", "sqlite"})
 _MYSQL_DUPLICATE_KEY = 1062
 _MYSQL_DEADLOCK = 1213
 _TRANSIENT_RETRIES = 3
@@ -107,9 +108,25 @@ class SqlLedger(ClaimLedger):
                 url=self._shown,
                 source="claims",
             )
-        self.timeout = float(options.get("timeout") or DEFAULT_TIMEOUT)
+        try:
+            self.timeout = float(options.get("timeout") or DEFAULT_TIMEOUT)
+        except ValueError:
+            raise StorageConfigError(
+                f"Claims ledger {self._shown}: timeout={options.get('timeout')!r} is not a number "
+                "of seconds.",
+                url=self._shown,
+                source="claims",
+            ) from None
         backend = url.get_backend_name()
         self.dialect = "mysql" if backend == "mariadb" else backend
+        if self.dialect not in _SUPPORTED:
+            raise StorageConfigError(
+                f"Claims ledger {self._shown} uses {backend}, which the SQL ledger does not support: "
+                "use PostgreSQL (postgresql+psycopg://), MySQL/MariaDB (mysql+pymysql://) or SQLite "
+                "(sqlite:////absolute/path.db).",
+                url=self._shown,
+                source="claims",
+            )
         if self.dialect == "sqlite":
             _require_absolute_sqlite(url.database, self._shown)
         self._engine = _engine(url, self.dialect, self.timeout, self._shown)
