@@ -216,3 +216,22 @@ def test_a_malformed_redis_url_is_refused_when_publishing(file_url):
     forget_opened()
     with pytest.raises(StorageConfigError, match="not a valid Redis URL"):
         publish(1, storage=file_url, claims="redis://127.0.0.1:6379/0?socket_timeout=abc")
+
+
+def test_inside_airflow_tasks_the_claims_variable_puts_the_claims_in_redis(
+    airflow_db, tmp_path, file_url, redis_claims
+):
+    from tests.airflow_harness import DAGS, recorded, run_dag_in_subprocess
+
+    result = run_dag_in_subprocess(
+        DAGS / "core_in_plain_tasks.py",
+        conf={"results": str(tmp_path), "storage": file_url},
+        env={"AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_CLAIMS_URL": redis_claims},
+    )
+    assert result.task_state("first") == "success"
+    assert result.task_state("second") == "failed"
+    rows = {row["task"]: row for row in recorded(tmp_path)}
+    holder = f"core_in_plain_tasks/{result.run_id}/first/-1"
+    assert rows["second"]["holder"] == holder
+    stored = redis_client().get(_ledger(redis_claims).key(rows["first"]["uri"], 0))
+    assert json.loads(stored)["consumer_id"] == holder
