@@ -1,9 +1,13 @@
 """Claim ledgers: which consumer holds which value.
 
 ``open_ledger(spec, store)`` turns what a handle records (``None`` for the
-object store holding the value, or a URL such as ``redis://host:6379/0``)
-into a :class:`ClaimLedger`. Ledgers for other schemes register a factory
-with :func:`register_ledger`.
+object store holding the value, a URL such as ``redis://host:6379/0`` or
+``postgresql://host/db``, or an Airflow connection id) into a
+:class:`ClaimLedger`. Built in: Redis (``redis://``, ``rediss://``) and SQL
+(``postgresql://``, ``mysql://``, ``mariadb://``, ``sqlite://``, with any
+``+driver``); a connection id's ``conn_type`` picks one of them (see
+:mod:`taskflow_exclusive.claims.specs`). Ledgers for other schemes register
+a factory with :func:`register_ledger`.
 
 Example::
 
@@ -44,7 +48,9 @@ def open_ledger(spec: str | None, store: Store, source: str = "handle") -> Claim
         from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
 
         return ObjectStoreLedger(store)
-    scheme = spec.split("://", 1)[0].split("+", 1)[0].lower() if "://" in spec else ""
+    from taskflow_exclusive.claims.specs import connection_scheme, scheme_of
+
+    scheme = scheme_of(spec) if "://" in spec else connection_scheme(spec, source)
     with _lock:
         factory = _factories.get(scheme)
     if factory is None:
@@ -55,3 +61,18 @@ def open_ledger(spec: str | None, store: Store, source: str = "handle") -> Claim
             source=source,
         )
     return factory(spec)
+
+
+def _builtin(module: str, opener: str) -> LedgerFactory:
+    def factory(spec: str) -> ClaimLedger:
+        import importlib
+
+        return getattr(importlib.import_module(module), opener)(spec)
+
+    return factory
+
+
+for _scheme in ("redis", "rediss"):
+    register_ledger(_scheme, _builtin("taskflow_exclusive.claims.redis", "open_redis_ledger"))
+for _scheme in ("postgresql", "postgres", "mysql", "mariadb", "sqlite"):
+    register_ledger(_scheme, _builtin("taskflow_exclusive.claims.sql", "open_sql_ledger"))

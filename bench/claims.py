@@ -1,0 +1,443 @@
+"""Claim ledgers against their raw primitives: latency, and throughput under 16-way contention.
+
+Run::
+
+    .venv/bin/python bench/claims.py                    # every row, default counts
+    .venv/bin/python bench/claims.py --rows redis,sqlite --latency 500 --handles 400
+
+For each ledger (one row) it measures, in the same run:
+
+- **latency**: one process claims fresh values one after another, through
+  the library's ``ClaimLedger.claim`` and through the bare primitive the
+  ledger is built on (median and p99, milliseconds);
+- **throughput**: 16 spawned processes all claim the same ``--handles``
+  values, each in its own random order, after a barrier; claim attempts per
+  second over the wall time (almost all attempts lose: the library then also
+  tells the loser who holds the value, the bare primitive does not).
+
+The ratio column (library / bare) is the library's overhead. Bare
+primitives: ``os.link`` of a ready file (local disk), one conditional PUT
+through the same fsspec client (S3 on SeaweedFS: ``pipe_file(mode="create")``,
+``If-None-Match: *``), ``SET key value NX`` (Redis), one ``INSERT`` through the
+DBAPI driver without SQLAlchemy (PostgreSQL, MariaDB, SQLite).
+
+Services: Redis, PostgreSQL and MariaDB at ``TFX_REDIS_URL``,
+``TFX_POSTGRES_URL``, ``TFX_MYSQL_URL`` (this machine's defaults), with a
+fresh key prefix or table per run, removed afterwards; SeaweedFS is started
+for the S3 row. Counts also come from ``TFX_BENCH_LATENCY``,
+``TFX_BENCH_HANDLES``, ``TFX_BENCH_PROCESSES``.
+
+Adding a row (e.g. GCS) is a few lines: a function that starts what the row
+needs and returns a subject, and one :class:`RowSpec` in ``ROWS``; object
+stores reuse :class:`ObjectStoreSubject`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+REDIS_URL = os.environ.get("TFX_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("TFX_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("TFX_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+RECORD = b'{"consumer_id": "bench"}'
+
+
+# -- subjects: what a row claims with (picklable; connections are made in each process) --------
+
+
+class Subject:
+    """A ledger and its bare primitive, rebuilt inside each process that uses them."""
+
+    def ledger(self):
+        raise NotImplementedError
+
+    def value_uri(self, run: str, number: int) -> str:
+        raise NotImplementedError
+
+    def bare(self) -> Callable[[str], bool]:
+        """A function creating ``key`` if absent with the bare primitive; ``True`` if it did."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ObjectStoreSubject(Subject):
+    """The default ledger: claim records beside the value, in the object store at ``url``."""
+
+    url: str
+
+    def ledger(self):
+        from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
+        from taskflow_exclusive.storage import Store
+
+        return ObjectStoreLedger(Store.from_url(self.url))
+
+    def value_uri(self, run: str, number: int) -> str:
+        return f"{self.url}/{run}/{number:032x}.bin"
+
+    def bare(self) -> Callable[[str], bool]:
+        from taskflow_exclusive.filesystems import filesystem_for, parse_storage_url
+
+        location = parse_storage_url(self.url)
+        fs = filesystem_for(location)
+        root = location.path
+        if location.protocol == "file":
+            source = os.path.join(root, f"bare-source-{os.getpid()}")
+            os.makedirs(root, exist_ok=True)
+            Path(source).write_bytes(RECORD)
+
+            def link(key: str) -> bool:
+                try:
+                    os.link(source, os.path.join(root, key))
+                except FileExistsError:
+                    return False
+                return True
+
+            return link
+
+        def conditional_put(key: str) -> bool:
+            try:
+                fs.pipe_file(f"{root}/bare/{key}", RECORD, mode="create")
+            except FileExistsError:
+                return False
+            except OSError as exc:  # SeaweedFS's 412 arrives as EINVAL; anything else is real
+                if "PreconditionFailed" not in repr(exc.__cause__) and "412" not in str(exc):
+                    raise
+                return False
+            return True
+
+        return conditional_put
+
+
+@dataclass(frozen=True)
+class RedisSubject(Subject):
+    url: str
+    prefix: str
+
+    def ledger(self):
+        from taskflow_exclusive.claims.redis import open_redis_ledger
+
+        return open_redis_ledger(f"{self.url}?prefix={self.prefix}")
+
+    def value_uri(self, run: str, number: int) -> str:
+        return f"file:///bench/{run}/{number:032x}.bin"
+
+    def bare(self) -> Callable[[str], bool]:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        return lambda key: bool(client.set(f"{self.prefix}:bare:{key}", RECORD, nx=True))
+
+
+@dataclass(frozen=True)
+class SqlSubject(Subject):
+    url: str
+    table: str
+
+    def ledger(self):
+        from taskflow_exclusive.claims.sql import open_sql_ledger
+
+        return open_sql_ledger(f"{self.url}?table={self.table}")
+
+    def value_uri(self, run: str, number: int) -> str:
+        return f"file:///bench/{run}/{number:032x}.bin"
+
+    def bare(self) -> Callable[[str], bool]:
+        connection, dialect = _dbapi_connection(self.url)
+        cursor = connection.cursor()
+        table = f"{self.table}_bare"
+        marker = "?" if dialect == "sqlite" else "%s"
+        if dialect == "mysql":
+            import pymysql
+
+            statement = f"INSERT INTO {table} (k) VALUES ({marker})"
+
+            def insert(key: str) -> bool:
+                try:
+                    cursor.execute(statement, (key,))
+                except pymysql.err.IntegrityError:
+                    return False
+                return True
+
+            return insert
+        statement = f"INSERT INTO {table} (k) VALUES ({marker}) ON CONFLICT DO NOTHING"
+
+        def insert_or_nothing(key: str) -> bool:
+            cursor.execute(statement, (key,))
+            return cursor.rowcount == 1
+
+        return insert_or_nothing
+
+
+def _dbapi_connection(url: str):
+    """A bare autocommit DBAPI connection for a SQLAlchemy URL, without SQLAlchemy."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    dialect = parsed.get_backend_name()
+    if dialect == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(parsed.database, timeout=30, isolation_level=None), "sqlite"
+    if dialect == "postgresql":
+        import psycopg
+
+        conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return psycopg.connect(conninfo, autocommit=True), "postgresql"
+    import pymysql
+
+    connection = pymysql.connect(
+        host=parsed.host,
+        port=parsed.port or 3306,
+        user=parsed.username,
+        password=parsed.password or "",
+        database=parsed.database,
+        autocommit=True,
+    )
+    return connection, "mysql"
+
+
+# -- rows: how each one starts and cleans up ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One table row: its name, its --rows key, and how to start it (``None``: not available)."""
+
+    name: str
+    key: str
+    start: Callable[[contextlib.ExitStack], Subject]
+
+
+def _file_row(stack: contextlib.ExitStack) -> Subject:
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="tfx-bench-")
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    return ObjectStoreSubject(Path(folder).as_uri())
+
+
+def _s3_row(stack: contextlib.ExitStack) -> Subject:
+    from tests.servers import start_seaweedfs
+
+    server = start_seaweedfs()
+    stack.callback(server.stop)
+    os.environ["AIRFLOW_CONN_TFX_BENCH_S3"] = server.connection_uri_json()  # inherited by workers
+    return ObjectStoreSubject(f"s3://tfx_bench_s3@{server.bucket}/bench-{uuid.uuid4().hex[:8]}")
+
+
+def _redis_row(stack: contextlib.ExitStack) -> Subject:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    prefix = f"tfx_bench_{uuid.uuid4().hex[:8]}"
+
+    def remove_keys() -> None:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+
+    stack.callback(remove_keys)
+    return RedisSubject(REDIS_URL, prefix)
+
+
+def _sql_row(url: str) -> Callable[[contextlib.ExitStack], Subject]:
+    def start(stack: contextlib.ExitStack) -> Subject:
+        table = f"tfx_bench_{uuid.uuid4().hex[:8]}"
+        connection, _ = _dbapi_connection(url)
+        cursor = connection.cursor()
+        cursor.execute(f"CREATE TABLE {table}_bare (k VARCHAR(100) PRIMARY KEY)")
+
+        def drop() -> None:
+            for name in (table, f"{table}_bare"):
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+            connection.close()
+
+        stack.callback(drop)
+        return SqlSubject(url, table)
+
+    return start
+
+
+def _sqlite_row(stack: contextlib.ExitStack) -> Subject:
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="tfx-bench-sqlite-")
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    return _sql_row(f"sqlite:///{folder}/claims.db")(stack)
+
+
+ROWS: list[RowSpec] = [
+    RowSpec("object store, local disk (file://)", "file", _file_row),
+    RowSpec("object store, S3 (SeaweedFS)", "s3", _s3_row),
+    RowSpec("Redis", "redis", _redis_row),
+    RowSpec("PostgreSQL", "postgres", _sql_row(POSTGRES_URL)),
+    RowSpec("MariaDB", "mysql", _sql_row(MYSQL_URL)),
+    RowSpec("SQLite", "sqlite", _sqlite_row),
+]
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    library_ms: list[float]
+    bare_ms: list[float]
+    library_per_s: float
+    bare_per_s: float
+    winners_ok: bool
+
+
+def _latencies(call: Callable[[int], object], count: int) -> list[float]:
+    times = []
+    for number in range(count):
+        started = time.perf_counter()
+        call(number)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _quiet() -> None:
+    import logging
+
+    logging.getLogger("taskflow_exclusive").setLevel(logging.ERROR)  # no per-claim log lines
+
+
+def _contend(subject: Subject, run: str, handles: int, index: int, barrier, results) -> None:  # noqa: PLR0917
+    from taskflow_exclusive import AlreadyClaimedError
+
+    _quiet()
+    ledger, bare = subject.ledger(), subject.bare()
+    consumer = f"worker-{index:02d}"
+    ledger.claim(subject.value_uri(f"{run}-warm", index), consumer)  # connections, probes, tables
+    bare(f"{run}-warm-{index}")
+    order = list(range(handles))
+    random.Random(index).shuffle(order)
+    for phase in ("bare", "library"):
+        barrier.wait(timeout=600)
+        won = 0
+        started = time.time()
+        for number in order:
+            if phase == "bare":
+                won += bare(f"{run}-{number}")
+            else:
+                try:
+                    ledger.claim(subject.value_uri(run, number), consumer)
+                    won += 1
+                except AlreadyClaimedError:
+                    pass
+        results.put((phase, index, started, time.time(), won))
+
+
+def measure(subject: Subject, latency: int, handles: int, processes: int) -> Figures:
+    run = uuid.uuid4().hex[:8]
+    ledger, bare = subject.ledger(), subject.bare()
+    ledger.claim(subject.value_uri(f"{run}-warm", 999), "warm")
+    bare(f"{run}-warm")
+    library_ms = _latencies(lambda n: ledger.claim(subject.value_uri(f"{run}-lat", n), "solo"), latency)
+    bare_ms = _latencies(lambda n: bare(f"{run}-lat-{n}"), latency)
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [
+        context.Process(target=_contend, args=(subject, f"{run}-c", handles, i, barrier, results))
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes: dict[str, list[tuple[float, float, int]]] = {"bare": [], "library": []}
+    try:
+        for _ in range(2 * processes):
+            phase, _, started, ended, won = results.get(timeout=900)
+            outcomes[phase].append((started, ended, won))
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.kill()
+
+    def per_second(phase: str) -> float:
+        spans = outcomes[phase]
+        wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+        return processes * handles / wall
+
+    winners_ok = all(sum(won for *_, won in outcomes[phase]) == handles for phase in outcomes)
+    return Figures(library_ms, bare_ms, per_second("library"), per_second("bare"), winners_ok)
+
+
+def _p(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _table(rows: list[tuple[str, Figures | str]], processes: int) -> str:
+    header = (
+        f"| ledger | claim p50 ms | claim p99 ms | bare p50 ms | bare p99 ms | p50 ratio "
+        f"| claims/s x{processes} | bare/s x{processes} | throughput ratio | one winner each |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for name, figures in rows:
+        if isinstance(figures, str):
+            lines.append(f"| {name} | {figures} |" + " |" * 8)
+            continue
+        lib50, bare50 = statistics.median(figures.library_ms), statistics.median(figures.bare_ms)
+        lines.append(
+            f"| {name} | {lib50:.3f} | {_p(figures.library_ms, 0.99):.3f} | {bare50:.3f} "
+            f"| {_p(figures.bare_ms, 0.99):.3f} | {lib50 / bare50:.1f}x | {figures.library_per_s:,.0f} "
+            f"| {figures.bare_per_s:,.0f} | {figures.bare_per_s / figures.library_per_s:.1f}x slower "
+            f"| {'yes' if figures.winners_ok else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default=",".join(row.key for row in ROWS), help="comma-separated keys")
+    parser.add_argument("--latency", type=int, default=int(os.environ.get("TFX_BENCH_LATENCY", "300")))
+    parser.add_argument("--handles", type=int, default=int(os.environ.get("TFX_BENCH_HANDLES", "200")))
+    parser.add_argument("--processes", type=int, default=int(os.environ.get("TFX_BENCH_PROCESSES", "16")))
+    options = parser.parse_args(argv)
+    wanted = [key.strip() for key in options.rows.split(",") if key.strip()]
+    unknown = set(wanted) - {row.key for row in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; known: {[row.key for row in ROWS]}")
+
+    _quiet()
+    results: list[tuple[str, Figures | str]] = []
+    began = time.monotonic()
+    for row in (row for row in ROWS if row.key in wanted):
+        with contextlib.ExitStack() as stack:
+            started = time.monotonic()
+            try:
+                subject = row.start(stack)
+                figures: Figures | str = measure(subject, options.latency, options.handles, options.processes)
+            except Exception as exc:  # one row's service down must not hide the others
+                figures = f"not measured: {type(exc).__name__}: {str(exc)[:120]}"
+            print(f"  {row.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        results.append((row.name, figures))
+    print(
+        f"\nClaims: latency over {options.latency} uncontended claims; throughput with "
+        f"{options.processes} processes claiming the same {options.handles} values "
+        f"({time.monotonic() - began:.0f} s in all)\n"
+    )
+    print(_table(results, options.processes))
+    return 0 if all(isinstance(f, Figures) and f.winners_ok for _, f in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
