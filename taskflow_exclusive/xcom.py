@@ -118,16 +118,22 @@ class ExclusiveXCom(BaseXCom):
         settings = xcom_settings()
         size = _known_size(value)
         if size is not None and 0 <= settings.threshold <= size:
-            return _offload(value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key))
+            return _offload(
+                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
+            )
         try:
             encoded = BaseXCom.serialize_value(value)
         except (TypeError, AttributeError) as exc:
             # Airflow's serde cannot encode it (bytes, numpy arrays, objects): storage can.
             log.info("Offloading XCom %r: Airflow's serde cannot encode it (%s)", key, exc)
-            return _offload(value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key))
+            return _offload(
+                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
+            )
         if size is None and settings.threshold >= 0 and _reaches(encoded, settings.threshold):
             del encoded
-            return _offload(value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key))
+            return _offload(
+                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
+            )
         if isinstance(encoded, dict) and MARKER in encoded:
             return {MARKER: ESCAPED, "value": encoded}  # a user value that looks like ours
         return encoded
@@ -167,7 +173,9 @@ class ExclusiveXCom(BaseXCom):
         try:
             _purge(getattr(xcom, "value", None), _deleting.get())
         except Exception:
-            log.warning("Could not purge the storage behind XCom %r", getattr(xcom, "key", None), exc_info=True)
+            log.warning(
+                "Could not purge the storage behind XCom %r", getattr(xcom, "key", None), exc_info=True
+            )
 
     @classmethod
     def claim_xcom(
@@ -197,7 +205,9 @@ class ExclusiveXCom(BaseXCom):
         from taskflow_exclusive.errors import ObjectMissingError
 
         where = _coordinates(dag_id, run_id, task_id, map_index, key)
-        row = cls._get_xcom_db_ref(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+        row = cls._get_xcom_db_ref(
+            key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index
+        )
         stored = getattr(row, "value", None)
         if stored is None:
             raise ObjectMissingError(
@@ -278,22 +288,22 @@ def _holds_handles(value: Any) -> bool:
     return False
 
 
+_SIZE_OF = {
+    "numpy.ndarray": lambda v: int(v.nbytes),
+    "pandas.DataFrame": lambda v: int(v.memory_usage(index=True, deep=False).sum()),
+    "polars.DataFrame": lambda v: int(v.estimated_size()),
+    "pyarrow.Table": lambda v: int(v.nbytes),
+}
+
+
 def _known_size(value: Any) -> int | None:
-    """The size of values whose size is known without encoding them."""
+    """The size of values whose size is known without encoding them, else ``None``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return memoryview(value).nbytes
     if isinstance(value, str):
         return len(value)
-    kind = f"{type(value).__module__.split('.', 1)[0]}.{type(value).__name__}"
-    if kind == "numpy.ndarray":
-        return int(value.nbytes)
-    if kind == "pandas.DataFrame":
-        return int(value.memory_usage(index=True, deep=False).sum())
-    if kind == "polars.DataFrame":
-        return int(value.estimated_size())
-    if kind == "pyarrow.Table":
-        return int(value.nbytes)
-    return None
+    size_of = _SIZE_OF.get(f"{type(value).__module__.split('.', 1)[0]}.{type(value).__name__}")
+    return None if size_of is None else size_of(value)
 
 
 def _reaches(encoded: Any, threshold: int) -> bool:
@@ -313,7 +323,12 @@ def _offload(value: Any, compression: str | None, where: _Coordinates) -> dict[s
     # Airflow pushes a task's return value after its context has closed: the try number is then
     # unknown and the object simply gets no try prefix (Airflow's purge on retry finds it anyway).
     running = running_task()
-    same_task = running is not None and (running.dag_id, running.run_id, running.task_id, running.map_index) == (
+    same_task = running is not None and (
+        running.dag_id,
+        running.run_id,
+        running.task_id,
+        running.map_index,
+    ) == (
         where.dag_id,
         where.run_id,
         where.task_id,
@@ -377,7 +392,9 @@ def _claim_inline(where: _Coordinates, stored: Any, consumer_id: str) -> None:
     content = hashlib.sha256(json.dumps(stored, sort_keys=True, default=str).encode()).hexdigest()[:32]
     uri = store.uri(f"{_key_folder(store, where)}/{content}.inline")
     claims = resolve_claims_url(None)
-    ledger = open_ledger(claims.value if claims else None, store, source=claims.source if claims else "default")
+    ledger = open_ledger(
+        claims.value if claims else None, store, source=claims.source if claims else "default"
+    )
     ledger.claim(uri, consumer_id, 1)
 
 

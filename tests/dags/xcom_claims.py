@@ -8,7 +8,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from tests.airflow_harness import record
 
-BIG = ["payload-%05d" % i for i in range(5000)]
+BIG = [f"payload-{i:05d}" for i in range(5000)]
 
 
 def _claim(task_id, who, key="return_value"):
@@ -20,7 +20,9 @@ def _claim(task_id, who, key="return_value"):
     except AlreadyClaimedError as exc:
         record(check="claim", who=who, target=task_id, key=key, outcome="refused", holder=exc.holder)
         raise
-    record(check="claim", who=who, target=task_id, key=key, outcome="won", ok=value == _expected(task_id, key))
+    record(
+        check="claim", who=who, target=task_id, key=key, outcome="won", ok=value == _expected(task_id, key)
+    )
     return value
 
 

@@ -77,7 +77,7 @@ def xcom_offload():
     loud = BashOperator(task_id="loud", bash_command="python3 -c \"print('z' * 5000)\"")
 
     @task
-    def check(big, small, df, raw, pair, fake, big_key, small_key):
+    def check(*, big, small, df, raw, pair, fake, big_key, small_key):
         import pandas as pd
         from airflow.sdk import get_current_context
 
@@ -116,10 +116,17 @@ def xcom_offload():
         )
 
     outputs = split_outputs()
-    check(
-        big_list(), small_dict(), frame(), small_bytes(), small_tuple(), lookalike(),
-        outputs["big"], outputs["small"],
-    ) << loud
+    checked = check(
+        big=big_list(),
+        small=small_dict(),
+        df=frame(),
+        raw=small_bytes(),
+        pair=small_tuple(),
+        fake=lookalike(),
+        big_key=outputs["big"],
+        small_key=outputs["small"],
+    )
+    loud >> checked
     one_item.expand(item=items())
 
 
