@@ -112,28 +112,26 @@ class ExclusiveXCom(BaseXCom):
         map_index: int | None = None,
     ) -> Any:
         from taskflow_exclusive.config import xcom_settings
+        from taskflow_exclusive.serializers import is_plain_json
 
         if _holds_handles(value):
             return BaseXCom.serialize_value(value)  # already a reference to storage
         settings = xcom_settings()
+        where = _coordinates(dag_id, run_id, task_id, map_index, key)
         size = _known_size(value)
         if size is not None and 0 <= settings.threshold <= size:
-            return _offload(
-                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
-            )
+            return _offload(value, settings.compression, where)
+        plain = is_plain_json(value)
         try:
-            encoded = BaseXCom.serialize_value(value)
+            # Airflow's serde leaves plain JSON as it is: skip walking it a second time.
+            encoded = value if plain else BaseXCom.serialize_value(value)
         except (TypeError, AttributeError) as exc:
             # Airflow's serde cannot encode it (bytes, numpy arrays, objects): storage can.
             log.info("Offloading XCom %r: Airflow's serde cannot encode it (%s)", key, exc)
-            return _offload(
-                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
-            )
+            return _offload(value, settings.compression, where)
         if size is None and settings.threshold >= 0 and _reaches(encoded, settings.threshold):
             del encoded
-            return _offload(
-                value, settings.compression, _coordinates(dag_id, run_id, task_id, map_index, key)
-            )
+            return _offload(value, settings.compression, where, serializer="json" if plain else None)
         if isinstance(encoded, dict) and MARKER in encoded:
             return {MARKER: ESCAPED, "value": encoded}  # a user value that looks like ours
         return encoded
@@ -316,7 +314,9 @@ def _reaches(encoded: Any, threshold: int) -> bool:
     return False
 
 
-def _offload(value: Any, compression: str | None, where: _Coordinates) -> dict[str, Any]:
+def _offload(
+    value: Any, compression: str | None, where: _Coordinates, serializer: str | None = None
+) -> dict[str, Any]:
     from taskflow_exclusive.identity import TaskInstanceId, running_task
     from taskflow_exclusive.publishing import ExclusiveOutput
 
@@ -336,7 +336,7 @@ def _offload(value: Any, compression: str | None, where: _Coordinates) -> dict[s
     )
     try_number = running.try_number if same_task and running is not None else None
     task = TaskInstanceId(where.dag_id, where.run_id, where.task_id, where.map_index, try_number)
-    handle = ExclusiveOutput(compression=compression).publish(
+    handle = ExclusiveOutput(serializer=serializer, compression=compression).publish(
         value, task=task, subfolder=(XCOM_FOLDER, where.key)
     )
     return {MARKER: REFERENCE, "key": where.key, "handle": handle.to_dict()}
