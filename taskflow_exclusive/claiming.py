@@ -37,7 +37,7 @@ from taskflow_exclusive.storage import Store
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
 
-__all__ = ["claim_value", "load_verified", "purge_value", "release_claim", "value_holders"]
+__all__ = ["claim_value", "load_verified", "purge_value", "read_value", "release_claim", "value_holders"]
 
 
 def _locate(handle: ExclusiveHandle) -> tuple[Store, ObjectPaths]:
@@ -97,6 +97,16 @@ def load_verified(
     if handle.compression:
         data = codecs.decompress(handle.compression, data)
     return serializer.load(data)
+
+
+def read_value(handle: ExclusiveHandle) -> Any:
+    """The value behind ``handle``, verified like a claim but without claiming it.
+
+    For readers that are not consumers (the XCom backend's ordinary pulls).
+    """
+    store, paths = _locate(handle)
+    _verify_manifest(store, paths, handle)
+    return load_verified(handle, store, paths)
 
 
 def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:

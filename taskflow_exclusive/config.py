@@ -32,13 +32,16 @@ CLAIMS_URL_VARIABLE = "taskflow_exclusive_claims_url"
 
 __all__ = [
     "CLAIMS_URL_VARIABLE",
+    "CONFIG_SECTION",
     "STORAGE_URL_VARIABLE",
     "LocalStorageWarning",
     "Setting",
+    "XComSettings",
     "default_storage_url",
     "read_variable",
     "resolve_claims_url",
     "resolve_storage_url",
+    "xcom_settings",
 ]
 
 
@@ -144,3 +147,45 @@ def _warn_local_default_once(url: str) -> None:
 def reset_for_tests() -> None:
     """Forget the one-time warning, so a test can observe it again."""
     _warned_local.clear()
+
+
+# --- XCom backend settings ----------------------------------------------------------------------
+
+CONFIG_SECTION = "taskflow_exclusive"
+DEFAULT_XCOM_THRESHOLD = 65536
+
+
+@dataclass(frozen=True)
+class XComSettings:
+    """``[taskflow_exclusive]`` options read by :class:`~taskflow_exclusive.xcom.ExclusiveXCom`.
+
+    - ``xcom_threshold``: XComs whose serialized size reaches this many bytes go to
+      storage; ``0`` offloads every XCom, a negative value none (values Airflow's serde
+      cannot encode, such as ``bytes`` or numpy arrays, are offloaded regardless).
+    - ``xcom_compression``: fsspec codec for offloaded values, or empty.
+
+    Each has an environment variable: ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD``,
+    ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION``.
+    """
+
+    threshold: int = DEFAULT_XCOM_THRESHOLD
+    compression: str | None = None
+
+
+def xcom_settings() -> XComSettings:
+    """Read the XCom options now (no caching: tests and operators may change them)."""
+    from airflow.sdk.configuration import conf
+
+    raw_threshold = conf.get(CONFIG_SECTION, "xcom_threshold", fallback=str(DEFAULT_XCOM_THRESHOLD))
+    try:
+        threshold = int(str(raw_threshold).strip())
+    except ValueError:
+        raise StorageConfigError(
+            f"[{CONFIG_SECTION}] xcom_threshold is {raw_threshold!r}, not a whole number of bytes. "
+            f"Fix it in airflow.cfg or AIRFLOW__{CONFIG_SECTION.upper()}__XCOM_THRESHOLD "
+            "(0 offloads every XCom, -1 none).",
+            url=None,
+            source=f"[{CONFIG_SECTION}] xcom_threshold",
+        ) from None
+    compression = str(conf.get(CONFIG_SECTION, "xcom_compression", fallback="") or "").strip() or None
+    return XComSettings(threshold=threshold, compression=compression)

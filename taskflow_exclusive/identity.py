@@ -32,7 +32,7 @@ class TaskInstanceId:
     run_id: str
     task_id: str
     map_index: int
-    try_number: int
+    try_number: int | None  # None when not known (e.g. XComs pushed after the task context closed)
 
     @property
     def consumer_id(self) -> str:
@@ -40,7 +40,7 @@ class TaskInstanceId:
 
     @property
     def producer_id(self) -> str:
-        return f"{self.consumer_id}#try{self.try_number}"
+        return self.consumer_id if self.try_number is None else f"{self.consumer_id}#try{self.try_number}"
 
 
 def running_task() -> TaskInstanceId | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -78,11 +79,19 @@ class ExclusiveOutput:
         if self.compression is not None:
             codecs.extension_for(self.compression)
 
-    def publish(self, value: Any, *, label: str | None = None) -> ExclusiveHandle:
+    def publish(
+        self,
+        value: Any,
+        *,
+        label: str | None = None,
+        task: TaskInstanceId | None = None,
+        subfolder: Sequence[str] = (),
+    ) -> ExclusiveHandle:
         """Store ``value`` and return its handle.
 
         ``label`` names the folder outside Airflow (``<base>/_local/<label>/``);
-        inside a task the folder is the task instance's own.
+        inside a task the folder is the task instance's own (``task`` overrides
+        which one), with ``subfolder`` segments below it.
         """
         serializer = get_serializer(self.serializer) if self.serializer is not None else serializer_for(value)
         setting = resolve_storage_url(self.storage)
@@ -93,11 +102,11 @@ class ExclusiveOutput:
             store,
             source=claims_setting.source if claims_setting else "default",
         )
-        task = running_task()
-        folder = _folder(store, task, label)
+        task = task if task is not None else running_task()
+        folder = _folder(store, task, label, subfolder)
         if isinstance(ledger, ObjectStoreLedger):
             _require_atomic_claims(store, folder, setting.source)
-        if task is not None and task.try_number > 1:
+        if task is not None and task.try_number is not None and task.try_number > 1:
             _remove_earlier_tries(store, folder, task.try_number)
 
         extension = serializer.extension
@@ -167,13 +176,17 @@ def publish(
     return output.publish(value, label=label)
 
 
-def _folder(store: Store, task: TaskInstanceId | None, label: str | None) -> str:
+def task_folder(store: Store, task: TaskInstanceId, *subfolder: str) -> str:
+    """The folder of one task instance's values: ``<base>/<dag>/<run>/<task>/<map_index>/...``."""
+    segments = [task.dag_id, task.run_id, task.task_id, str(task.map_index), *subfolder]
+    return store.location.child(*(encode_segment(s) for s in segments)).path
+
+
+def _folder(store: Store, task: TaskInstanceId | None, label: str | None, subfolder: Sequence[str]) -> str:
     if task is None:
-        segments = [LOCAL_FOLDER, encode_segment(label or "values")]
-    else:
-        segments = [task.dag_id, task.run_id, task.task_id, str(task.map_index)]
-        segments = [encode_segment(s) for s in segments]
-    return store.location.child(*segments).path
+        segments = [LOCAL_FOLDER, label or "values", *subfolder]
+        return store.location.child(*(encode_segment(s) for s in segments)).path
+    return task_folder(store, task, *subfolder)
 
 
 def _require_atomic_claims(store: Store, folder: str, source: str) -> None:

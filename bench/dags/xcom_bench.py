@@ -1,0 +1,83 @@
+"""One task that pushes and pulls one XCom through the configured backend, and measures it.
+
+conf: {"kind": "bytes" | "dataframe" | "dicts", "out": path of the JSON result}
+"""
+
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+
+def _status_kib(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _make(kind):
+    if kind == "bytes":
+        return os.urandom(1 << 20) * 100, 100 << 20
+    if kind == "dataframe":
+        import numpy as np
+        import pandas as pd
+
+        rows = 1_000_000
+        frame = pd.DataFrame(
+            {"id": np.arange(rows), "x": np.random.default_rng(1).random(rows), "bucket": np.arange(rows) % 97}
+        )
+        return frame, int(frame.memory_usage(index=True).sum())
+    rows = [{"id": i, "name": f"name-{i}", "ok": i % 2 == 0} for i in range(100_000)]
+    return rows, len(json.dumps(rows))
+
+
+def _same(kind, a, b):
+    if kind == "dataframe":
+        return type(b).__name__ == "DataFrame" and a.equals(b)
+    return a == b
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def xcom_bench():
+    @task
+    def measure():
+        from airflow.sdk.execution_time.xcom import XCom
+
+        conf = get_current_context()["dag_run"].conf
+        ti = get_current_context()["ti"]
+        where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+        # Warm up the backend's imports and connections with a tiny value first.
+        XCom.set(key="warm", value={"w": 1}, **where)
+        XCom.get_one(key="warm", **where)
+        value, value_bytes = _make(conf["kind"])
+        gc.collect()
+        baseline = _status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")
+        result = {"backend": XCom.__name__, "kind": conf["kind"], "value_bytes": value_bytes}
+        try:
+            started = time.perf_counter()
+            XCom.set(key="bench", value=value, **where)
+            written = time.perf_counter()
+            back = XCom.get_one(key="bench", **where)
+            finished = time.perf_counter()
+            result.update(
+                write_s=written - started,
+                read_s=finished - written,
+                total_s=finished - started,
+                correct=_same(conf["kind"], value, back),
+                returned_type=type(back).__name__,
+            )
+        except Exception as exc:
+            result.update(error=f"{type(exc).__name__}: {str(exc)[:120]}")
+        result["extra_copies"] = (_status_kib("VmHWM") - baseline) * 1024 / value_bytes
+        Path(conf["out"]).write_text(json.dumps(result))
+
+    measure()
+
+
+the_dag = xcom_bench()
