@@ -48,10 +48,12 @@ def committed_in_running_task() -> int:
     """From inside a task: how many values this task instance has committed (manifests in its folder)."""
     from taskflow_exclusive.config import resolve_storage_url
     from taskflow_exclusive.identity import running_task
-    from taskflow_exclusive.publishing import _folder
+    from taskflow_exclusive.publishing import task_folder
     from taskflow_exclusive.storage import Store
 
     setting = resolve_storage_url()
     store = Store.from_url(setting.value, setting.source)
-    folder = _folder(store, running_task(), None)
+    task = running_task()
+    assert task is not None, "call this inside a running task"
+    folder = task_folder(store, task)
     return sum(entry.endswith(".manifest.json") for entry in store.list_folder(folder))
