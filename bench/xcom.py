@@ -58,7 +58,14 @@ def _run(backend_env: dict[str, str], kind: str, home: Path, store: Path) -> dic
         **backend_env,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "tests.airflow_harness", str(DAG_FILE), "", json.dumps({"kind": kind, "out": str(out)})],
+        [
+            sys.executable,
+            "-m",
+            "tests.airflow_harness",
+            str(DAG_FILE),
+            "",
+            json.dumps({"kind": kind, "out": str(out)}),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -91,9 +98,9 @@ def main() -> int:
         if migrate.returncode != 0:
             print(migrate.stderr[-3000:], file=sys.stderr)
             return 1
-        for kind in KINDS:
+        for kind, label in KINDS.items():
             for name, backend_env in BACKENDS.items():
-                print(f"measuring {name} with {KINDS[kind]} ...", file=sys.stderr)
+                print(f"measuring {name} with {label} ...", file=sys.stderr)
                 rows.append({"name": name, **_run(backend_env, kind, home, store), "kind": kind})
 
     header = (
@@ -104,8 +111,8 @@ def main() -> int:
     for row in rows:
         anchor = next(r for r in rows if r["kind"] == row["kind"] and r["name"] == ANCHOR)
         if "error" in row:
-            lines.append(f"{KINDS[row['kind']]:<18} {row['name']:<36} {'':>8} {'':>8} {'':>8} {'':>12} "
-                         f"{'':>14} {'':>16}  FAILS: {row['error']}")
+            blank = " " * 75
+            lines.append(f"{KINDS[row['kind']]:<18} {row['name']:<36} {blank}  FAILS: {row['error']}")
             continue
         verdict = "ok" if row["correct"] else f"WRONG VALUE (got {row['returned_type']})"
         lines.append(
@@ -115,7 +122,9 @@ def main() -> int:
             f"{_cell_ratio(row['extra_copies'], anchor.get('extra_copies')):>16}  {verdict}"
         )
     print("\n".join(lines))
-    print(f"\nthreshold {THRESHOLD} bytes for both object-storage backends; local storage; SQLite metadata DB.")
+    print(
+        f"\nthreshold {THRESHOLD} bytes for both object-storage backends; local storage; SQLite metadata DB."
+    )
     return 0
 
 

@@ -28,9 +28,8 @@ def _make(kind):
         import pandas as pd
 
         rows = 1_000_000
-        frame = pd.DataFrame(
-            {"id": np.arange(rows), "x": np.random.default_rng(1).random(rows), "bucket": np.arange(rows) % 97}
-        )
+        ids = np.arange(rows)
+        frame = pd.DataFrame({"id": ids, "x": np.random.default_rng(1).random(rows), "bucket": ids % 97})
         return frame, int(frame.memory_usage(index=True).sum())
     rows = [{"id": i, "name": f"name-{i}", "ok": i % 2 == 0} for i in range(100_000)]
     return rows, len(json.dumps(rows))
