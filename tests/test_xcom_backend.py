@@ -203,3 +203,25 @@ def test_a_deleted_object_fails_the_consumer_with_object_missing_not_a_path_stri
     assert result.task_state("consume") == "failed"
     assert "ObjectMissingError" in result.output
     assert "does not exist" in result.output
+
+
+def test_exclusive_task_handles_are_stored_as_handles_never_offloaded_twice(airflow_db, tmp_path):
+    storage = (tmp_path / "store").as_uri()
+    results = tmp_path / "results"
+    result = run_dag_in_subprocess(
+        DAGS / "xcom_with_exclusive_task.py",
+        conf={"results": str(results)},
+        env=_env(storage, AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD="0"),
+    )
+    assert result.state == "success", result.output[-4000:]
+    rows = recorded(results)
+    (handle_row,) = [r for r in rows if r["check"] == "handle"]
+    assert handle_row["is_handle"] is True and handle_row["value_ok"] is True
+    assert handle_row["stored_classname"] == "taskflow_exclusive.handle.ExclusiveHandle"
+    assert handle_row["stored_marker"] is None  # a handle, not a reference to an offloaded handle
+    assert handle_row["plain_marker"] == "xcom-ref/1"  # threshold 0 does offload ordinary values
+    assert handle_row["split_is_list"] is True
+    assert sorted(r["value"] for r in rows if r["check"] == "part") == ["part-0", "part-1", "part-2"]
+    # Only the exclusive values and the one offloaded plain value were written: no handle files.
+    manifests = sorted(p.parent.parent.name for p in (tmp_path / "store").rglob("*.manifest.json"))
+    assert manifests.count("produce") == 1 and manifests.count("parts") == 3
