@@ -71,6 +71,13 @@ def read_variable(key: str) -> str | None:
 
     try:
         value = Variable.get(key, default=None)
+    except ImportError as exc:
+        if "SUPERVISOR_COMMS" not in str(exc):
+            raise
+        # Airflow 3.0-3.2 outside a task: the secrets backends (environment variables
+        # included) were searched and had no value, then there is no API server to ask.
+        # Airflow 3.3 returns the default in the same situation.
+        return None
     except Exception as exc:  # Airflow raises several types here; all mean "cannot read"
         raise StorageConfigError(
             f"Could not read Airflow Variable {key!r}: {exc}. Set it in the Airflow UI or "
