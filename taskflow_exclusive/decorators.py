@@ -53,6 +53,14 @@ from taskflow_exclusive.serializers import Serializer
 __all__ = ["exclusive_output", "exclusive_task"]
 
 
+def _check_shape(split: bool, multiple_outputs: bool | None) -> None:
+    if split and multiple_outputs:
+        raise ValueError(
+            "split=True and multiple_outputs=True cannot be combined (one handle per item, or one "
+            "per key: choose one)."
+        )
+
+
 def exclusive_task(
     python_callable: Callable[..., Any] | None = None,
     *,
@@ -88,12 +96,8 @@ def exclusive_task(
         max_claims=max_claims,
         claims=claims,
     )
+    _check_shape(split, multiple_outputs)
     if split:
-        if multiple_outputs:
-            raise ValueError(
-                "split=True and multiple_outputs=True cannot be combined (one handle per item, or "
-                "one per key: choose one)."
-            )
         multiple_outputs = False  # a list of items, even if the annotation says dict
     from taskflow_exclusive.operator import exclusive_task_decorator
 
@@ -160,8 +164,7 @@ def exclusive_output(
         max_claims=max_claims,
         claims=claims,
     )
-    if split and multiple_outputs:
-        raise ValueError("split=True and multiple_outputs=True cannot be combined: choose one shape")
+    _check_shape(split, multiple_outputs)
     if "airflow.sdk" in sys.modules:  # a DAG file: let this process rebuild handles from XCom
         from taskflow_exclusive.serde import allow_handle_deserialization
 
