@@ -99,6 +99,13 @@ class Store:
     def describe(self) -> str:
         return self.location.uri()
 
+    def describe_root(self) -> str:
+        """The store itself, for messages: ``s3://conn@bucket``, ``file:///base``."""
+        location = self.location
+        if location.protocol in ("file", "memory"):
+            return location.uri()
+        return location.uri(location.path.strip("/").split("/", 1)[0])
+
     # -- writing ----------------------------------------------------------------------------
 
     def write_stream(self, path: str, dump: Callable[[IO[bytes]], Any]) -> tuple[int, str]:
@@ -156,11 +163,12 @@ class Store:
         except (FileNotFoundError, ExclusiveError):
             raise
         except Exception as exc:
+            where = self.describe_root()
             raise ClaimStoreUnavailableError(
-                f"Could not read {self.uri(path)} from the object store {self.describe()}: "
+                f"Could not read {self.uri(path)} from the object store {where}: "
                 f"{type(exc).__name__}: {exc}. No value was handed out; retry when the store is "
                 "reachable (a consumer whose claim was recorded gets the value on retry).",
-                ledger=f"object store {self.describe()}",
+                ledger=f"object store {where}",
                 uri=self.uri(path),
             ) from exc
 

@@ -110,10 +110,20 @@ def weed_binary() -> str:
     )
 
 
-def start_seaweedfs(bucket: str = "taskflow-exclusive", startup_timeout: float = 60) -> S3Server:
-    """Start ``weed mini`` (master, volume, filer, S3) on free loopback ports."""
+def start_seaweedfs(
+    bucket: str = "taskflow-exclusive",
+    startup_timeout: float = 60,
+    *,
+    restart: S3Server | None = None,
+) -> S3Server:
+    """Start ``weed mini`` (master, volume, filer, S3) on free loopback ports.
+
+    ``restart``: a SeaweedFS server whose process was stopped (``stop_process``,
+    not ``stop()``, which deletes its data): start it again on the same ports
+    with the same data folder.
+    """
     binary = weed_binary()
-    workdir = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
+    workdir = restart.workdir if restart is not None else Path(tempfile.mkdtemp(prefix="seaweedfs-"))
     names = [
         "s3.port",
         "s3.port.grpc",
@@ -128,7 +138,10 @@ def start_seaweedfs(bucket: str = "taskflow-exclusive", startup_timeout: float =
         "debug.port",
         "webdav.port",
     ]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    if restart is not None:
+        ports = restart.extra["ports"]
+    else:
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
     key, secret = "taskflow-exclusive-key", "taskflow-exclusive-secret"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     args = [
@@ -145,7 +158,7 @@ def start_seaweedfs(bucket: str = "taskflow-exclusive", startup_timeout: float =
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
     log_path = workdir / "weed.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the server's lifetime
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the server's lifetime
     process = subprocess.Popen(
         args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -157,6 +170,7 @@ def start_seaweedfs(bucket: str = "taskflow-exclusive", startup_timeout: float =
         process=process,
         workdir=workdir,
         log_path=log_path,
+        extra={"ports": ports},
     )
     deadline = time.monotonic() + startup_timeout
     last_error: Exception | None = None
