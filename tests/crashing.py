@@ -52,9 +52,14 @@ def produce(storage: str, payload_path: str, label: str, env: dict[str, str], pi
     """Publish the payload file's bytes; say "writing" before and send the handle after."""
     _environment_for(env)
     from taskflow_exclusive import publish
+    from taskflow_exclusive.storage import Store
 
     with open(payload_path, "rb") as file:
         payload = file.read()
+    # Reach the store once first (the Airflow connection, the client session: about a second),
+    # so that the kill points fall on the write itself.
+    store = Store.from_url(storage)
+    store.exists(store.location.path)
     pipe.send(("writing", time.monotonic()))
     handle = publish(payload, storage=storage, serializer="bytes", label=label)
     pipe.send(("published", handle.to_json(), time.monotonic()))

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from taskflow_exclusive import publish
+from tests import crashing
 from tests.conftest import env_count
 from tests.racing import race_batches
 
@@ -38,7 +39,12 @@ def _prove_exactly_once(storage: str, name: str, handles: int, batch: int, threa
     threads = env_count(f"TFX_RACE_THREADS_{name}", threads)
     handles_json = _publish_many(storage, count)
     report = race_batches(
-        handles_json, expected=lambda i: {"handle": i}, processes=PROCESSES, batch=batch, threads=threads
+        handles_json,
+        expected=lambda i: {"handle": i},
+        processes=PROCESSES,
+        batch=batch,
+        threads=threads,
+        context=crashing.context(),  # fork server: workers start in milliseconds
     )
     print(f"{name}: {report.summary()}")
     assert report.errors == [], report.summary()
