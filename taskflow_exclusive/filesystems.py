@@ -233,7 +233,7 @@ def _options_from_connection(location: StorageLocation) -> dict[str, Any]:
 S3_CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 10,
-    "retries": {"max_attempts": 2, "mode": "standard"},
+    "retries": {"total_max_attempts": 2, "mode": "standard"},  # the first try and one retry
 }
 S3FS_RETRIES = 1  # attempts of s3fs's own retry loop (it has no constructor argument for it)
 

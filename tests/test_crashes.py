@@ -121,6 +121,8 @@ def test_a_producer_killed_during_a_large_write_never_leaves_a_partial_value_and
     assert sorted(h.uri for h in _manifests(store)) == sorted(h.uri for h in committed)
     survivor = committed[0]
     assert len(survivor.claim(consumer_id="after-cleanup")) == payload.size
+    for handle in committed:  # 100 MB each: the emulator keeps them in memory
+        handle.purge()
 
 
 # --- consumers -----------------------------------------------------------------------------------
@@ -163,6 +165,8 @@ def test_a_consumer_killed_after_claiming_gets_the_value_on_retry_and_nobody_els
             outcomes["other consumer refused, told the holder"] += refused.holder == consumer
         assert [record.consumer_id for record in handle.holders()] == [consumer]
     print(f"{storage}: {count} consumers killed after claiming: {dict(outcomes)}")
+    for handle in [*handles, calibration]:
+        handle.purge()
     assert failures == []
     assert (
         outcomes["claimed then killed before-reading"] + outcomes["claimed then killed while-reading"]

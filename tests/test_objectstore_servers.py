@@ -212,3 +212,26 @@ def test_old_prefixed_google_extras_are_understood(monkeypatch, tmp_path):
         },
     )
     assert options == {"token": str(key_file), "project": "old-style"}
+
+
+# --- s3://conn_id@bucket: timeouts and retries -------------------------------------------------
+
+
+def test_s3_filesystems_get_bounded_timeouts_that_a_connection_can_override(monkeypatch, s3_server):
+    from taskflow_exclusive.filesystems import S3_CLIENT_CONFIG, S3FS_RETRIES
+
+    default_conn = json.loads(s3_server.connection_uri_json())
+    monkeypatch.setenv("AIRFLOW_CONN_TFX_DEFAULT_TIMEOUTS", json.dumps(default_conn))
+    tuned_conn = json.loads(s3_server.connection_uri_json())
+    tuned_conn["extra"]["config_kwargs"] = {"read_timeout": 3}
+    monkeypatch.setenv("AIRFLOW_CONN_TFX_TUNED_TIMEOUTS", json.dumps(tuned_conn))
+
+    default = filesystem_for(parse_storage_url(f"s3://tfx_default_timeouts@{s3_server.bucket}/x"))
+    tuned = filesystem_for(parse_storage_url(f"s3://tfx_tuned_timeouts@{s3_server.bucket}/x"))
+    assert default.config_kwargs == S3_CLIENT_CONFIG
+    assert tuned.config_kwargs == {**S3_CLIENT_CONFIG, "read_timeout": 3}
+    assert default.retries == tuned.retries == S3FS_RETRIES
+    # The settings reach the botocore client that really talks to the server.
+    assert tuned.ls(s3_server.bucket) is not None
+    assert tuned.s3.meta.config.read_timeout == 3
+    assert default.s3.meta.config.retries == {"mode": "standard", "total_max_attempts": 2}
