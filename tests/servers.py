@@ -220,8 +220,10 @@ def _wait_until_ready(process, log_path, ready, what: str, timeout: float) -> No
     )
 
 
-def _launch(args: list[str], prefix: str, env: dict | None = None) -> tuple[subprocess.Popen, Path, Path]:
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+def _launch(
+    args: list[str], prefix: str, env: dict | None = None, workdir: Path | None = None
+) -> tuple[subprocess.Popen, Path, Path]:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
     log_path = workdir / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - owned by the server's lifetime
     process = subprocess.Popen(
@@ -340,28 +342,38 @@ def _gcs_ready(server: GcsServer, port: int) -> bool:
     return True
 
 
-def start_fake_gcs(bucket: str = "taskflow-exclusive", startup_timeout: float = 30) -> GcsServer:
-    """Start fake-gcs-server (in memory, plain HTTP) on a free loopback port, with ``bucket``.
+def start_fake_gcs(
+    bucket: str = "taskflow-exclusive", startup_timeout: float = 30, *, backend: str = "filesystem"
+) -> GcsServer:
+    """Start fake-gcs-server (plain HTTP) on a free loopback port, with ``bucket``.
 
     It enforces ``ifGenerationMatch=0`` on the uploads gcsfs makes for
     ``pipe_file(mode="create")`` below 50 MiB, which is what claim records use.
     The bucket is created from the ``-data`` folder (one subfolder per bucket).
+
+    ``backend``: "filesystem" (default, in the server's temporary folder) or
+    "memory". Measured here, racing 16 processes for 2,000 handles: the memory
+    backend slows down as objects accumulate (151 claims/s, against 425 claims/s
+    with the filesystem backend, which stays flat), and it keeps the 100 MB
+    values of the crash tests in RAM.
     """
     binary = fake_gcs_binary()
     (port,) = free_ports(1)
     data = Path(tempfile.mkdtemp(prefix="fake-gcs-data-"))
     (data / bucket).mkdir()
+    workdir = Path(tempfile.mkdtemp(prefix="fake-gcs-"))
     args = [
         binary,
         "-scheme", "http",
         "-host", "127.0.0.1",
         "-port", str(port),
-        "-backend", "memory",
+        "-backend", backend,
+        "-filesystem-root", str(workdir / "storage"),
         "-public-host", f"127.0.0.1:{port}",
         "-data", str(data),
         "-log-level", "warn",
     ]  # fmt: skip
-    process, workdir, log_path = _launch(args, "fake-gcs-")
+    process, workdir, log_path = _launch(args, "fake-gcs-", workdir=workdir)
     server = GcsServer(
         endpoint=f"http://127.0.0.1:{port}",
         bucket=bucket,
