@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from taskflow_exclusive.atomic import _client_error_code
 from taskflow_exclusive.errors import IntegrityError
 from taskflow_exclusive.layout import CLAIMS_SUFFIX, MANIFEST_SUFFIX, ObjectPaths
 from taskflow_exclusive.storage import Store
@@ -134,7 +135,7 @@ def remove_uncommitted(
     store = _store(storage)
     removed: list[Leftover] = []
     for leftover in find_uncommitted(store, older_than, now=now):
-        if leftover.kind in (DATA, CLAIMS) and store.exists(_stem_of(leftover.path) + MANIFEST_SUFFIX):
+        if leftover.kind in (DATA, CLAIMS) and _committed_since(store, leftover):
             continue  # committed after the listing: a value, not a leftover
         if not dry_run and not _remove(store, leftover):
             continue
@@ -161,6 +162,12 @@ def _classify(path: str, manifests: set[str]) -> str | None:
     if name.endswith(MANIFEST_SUFFIX) or not _is_data_path(path):
         return None
     return DATA if _stem_of(path) not in manifests else None
+
+
+def _committed_since(store: Store, leftover: Leftover) -> bool:
+    manifest = _stem_of(leftover.path) + MANIFEST_SUFFIX
+    store.fs.invalidate_cache(manifest)  # ask the store, not a listing cached by find()
+    return store.exists(manifest)
 
 
 def _is_data_path(path: str) -> bool:
@@ -199,6 +206,7 @@ def _cutoff(older_than: timedelta, now: datetime | None) -> datetime:
 def _listing(store: Store) -> dict[str, dict[str, Any]]:
     """Every file below the store's base path, with its details."""
     base = store.location.path
+    store.fs.invalidate_cache(base)
     try:
         found = store.fs.find(base, withdirs=False, detail=True)
     except FileNotFoundError:
@@ -263,6 +271,11 @@ def _multipart_uploads(store: Store, cutoff: datetime) -> list[Leftover]:
 def _remove(store: Store, leftover: Leftover) -> bool:
     if leftover.kind == MULTIPART:
         bucket, _, key = leftover.path.partition("/")
-        store.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=leftover.upload_id)
+        try:
+            store.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=leftover.upload_id)
+        except OSError as exc:  # completed or aborted since it was listed
+            if isinstance(exc, FileNotFoundError) or _client_error_code(exc) == "NoSuchUpload":
+                return False
+            raise
         return True
     return store.remove([leftover.path]) > 0
