@@ -9,7 +9,10 @@ nothing about claims or serializers; it moves bytes and guarantees that
   commits a value is published only after the data is complete, and the data
   of a failed write is discarded (an aborted multipart upload on S3);
 - a read returns bytes only after their size and sha256 match what the
-  handle promises (:class:`IntegrityError` otherwise).
+  handle promises (:class:`IntegrityError` otherwise);
+- a read that cannot reach the store (refused connection, timeout, server
+  error) raises :class:`ClaimStoreUnavailableError` naming the store, never a
+  bare driver exception: nothing was handed out, and a retry is safe.
 
 Example::
 
@@ -27,11 +30,17 @@ import logging
 import mmap
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from taskflow_exclusive import atomic
-from taskflow_exclusive.errors import IntegrityError, ObjectMissingError
+from taskflow_exclusive.errors import (
+    ClaimStoreUnavailableError,
+    ExclusiveError,
+    IntegrityError,
+    ObjectMissingError,
+)
 from taskflow_exclusive.filesystems import StorageLocation, filesystem_for, parse_storage_url
 
 if TYPE_CHECKING:
@@ -129,6 +138,13 @@ class Store:
     def describe(self) -> str:
         return self.location.uri()
 
+    def describe_root(self) -> str:
+        """The store itself, for messages: ``s3://conn@bucket``, ``file:///base``."""
+        location = self.location
+        if location.protocol in ("file", "memory"):
+            return location.uri()
+        return location.uri(location.path.strip("/").split("/", 1)[0])
+
     # -- writing ----------------------------------------------------------------------------
 
     def write_stream(self, path: str, dump: Callable[[IO[bytes]], Any]) -> tuple[int, str]:
@@ -173,10 +189,33 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
 
+    @contextmanager
+    def reaching(self, path: str) -> Iterator[None]:
+        """Report a store that cannot be reached as :class:`ClaimStoreUnavailableError`.
+
+        A missing object (``FileNotFoundError``) and our own errors pass
+        through; anything else (refused connection, timeout, server or
+        permission error) means the read could not be done.
+        """
+        try:
+            yield
+        except (FileNotFoundError, ExclusiveError):
+            raise
+        except Exception as exc:
+            where = self.describe_root()
+            raise ClaimStoreUnavailableError(
+                f"Could not read {self.uri(path)} from the object store {where}: "
+                f"{type(exc).__name__}: {exc}. No value was handed out; retry when the store is "
+                "reachable (a consumer whose claim was recorded gets the value on retry).",
+                ledger=f"object store {where}",
+                uri=self.uri(path),
+            ) from exc
+
     def read_small(self, path: str) -> bytes | None:
         """The bytes at ``path``, or ``None`` when it does not exist."""
         try:
-            return self.fs.cat_file(path)
+            with self.reaching(path):
+                return self.fs.cat_file(path)
         except FileNotFoundError:
             return None
 
@@ -200,7 +239,7 @@ class Store:
         background: for loaders that keep using the buffer in place.
         """
         try:
-            with self.fs.open(path, "rb") as source:
+            with self.reaching(path), self.fs.open(path, "rb") as source:
                 if not writable or size < _CHUNK:
                     data: bytes | mmap.mmap = source.read(size + 1)
                     filled, longer = min(len(data), size), len(data) > size

@@ -23,11 +23,25 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.pop("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", None)
 os.environ.pop("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_CLAIMS_URL", None)
+# gcsfs reads this once, when first imported: with its default ("true") it swaps in a class
+# that probes each bucket's layout over gRPC, which waits 60 s per call against an emulator.
+# It is set here, for the tests and the processes they spawn, and not in the library: it is
+# process-wide, it changes gcsfs for every user of it in the process (the Google provider
+# too), and on real GCS the probe works and the class is what zonal/HNS buckets need.
+# README ("Operations") tells emulator users to set it.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from tests.servers import ServerUnavailable, start_seaweedfs  # noqa: E402
+from tests.servers import (  # noqa: E402
+    ServerUnavailable,
+    start_fake_gcs,
+    start_moto,
+    start_seaweedfs,
+)
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 S3_CONN_ID = "tfx_test_s3"
+GCS_CONN_ID = "tfx_test_gcs"
+MOTO_CONN_ID = "tfx_test_moto"
 
 
 def service_unavailable(what: str, reason: str) -> None:
@@ -91,9 +105,9 @@ def memory_url() -> str:
     return f"memory://tfx-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
+@pytest.fixture(params=["file", "memory", "s3", "gcs"])
 def storage_url(request: pytest.FixtureRequest) -> str:
-    """Each storage in turn: local disk, in-process memory, the real S3 server."""
+    """Each storage in turn: local disk, in-process memory, the real S3 server, the GCS emulator."""
     return request.getfixturevalue(f"{request.param}_url")
 
 
@@ -102,3 +116,48 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits a storage or claims Variable from another."""
     monkeypatch.delenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_CLAIMS_URL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS emulator (fake-gcs-server, in memory) on loopback, for the whole session.
+
+    Reached anonymously through the Airflow Connection ``tfx_test_gcs``
+    (endpoint_url, project, token "anon").
+    """
+    try:
+        server = start_fake_gcs()
+    except ServerUnavailable as exc:
+        service_unavailable("GCS emulator (fake-gcs-server)", str(exc))
+    os.environ[f"AIRFLOW_CONN_{GCS_CONN_ID.upper()}"] = server.connection_uri_json()
+    yield server
+    os.environ.pop(f"AIRFLOW_CONN_{GCS_CONN_ID.upper()}", None)
+    server.stop()
+
+
+@pytest.fixture
+def gcs_url(gcs_server) -> str:
+    """A fresh prefix on the GCS emulator, reached through the Airflow connection."""
+    return f"gs://{GCS_CONN_ID}@{gcs_server.bucket}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on loopback: a second S3 implementation, for behaviour tests only.
+
+    moto honours If-None-Match but is not atomic under races (FACTS.md): never race on it.
+    """
+    try:
+        server = start_moto()
+    except ServerUnavailable as exc:
+        service_unavailable("S3 server (moto)", str(exc))
+    os.environ[f"AIRFLOW_CONN_{MOTO_CONN_ID.upper()}"] = server.connection_uri_json()
+    yield server
+    os.environ.pop(f"AIRFLOW_CONN_{MOTO_CONN_ID.upper()}", None)
+    server.stop()
+
+
+@pytest.fixture
+def moto_s3_url(moto_server) -> str:
+    """A fresh prefix on the moto S3 server, reached through the Airflow connection."""
+    return f"s3://{MOTO_CONN_ID}@{moto_server.bucket}/t-{uuid.uuid4().hex[:12]}"
