@@ -131,7 +131,9 @@ def release_claim(handle: ExclusiveHandle, consumer_id: str, *, reason: str) -> 
 def purge_value(handle: ExclusiveHandle) -> int:
     """Delete the value, its manifest and every claim on it."""
     store, paths = _locate(handle)
+    # The manifest goes first: an interrupted purge then leaves uncommitted data (which
+    # cleanup removes), never a committed value whose data is gone.
     forgotten = _ledger(handle, store).forget(handle.uri, handle.max_claims)
-    removed = store.remove([paths.data, paths.manifest])
+    removed = store.remove([paths.manifest, paths.data])
     store.remove([paths.claims_folder], recursive=True)
     return removed + forgotten
