@@ -15,9 +15,8 @@ import pytest
 from taskflow_exclusive import publish
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.storage import Store
-from tests import ledgers
+from tests import crashing, ledgers
 from tests.conftest import env_count
-from tests import crashing
 from tests.racing import race_batches
 
 redis_claims, postgres_claims, mysql_claims, sqlite_claims = (
