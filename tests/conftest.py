@@ -63,6 +63,24 @@ def airflow_home() -> Path:
     return _SESSION_HOME
 
 
+def _serving(start, what: str, conn_id: str):
+    """Start a server for the session, publish it as Airflow connection ``conn_id``, stop it after.
+
+    The connection is an AIRFLOW_CONN_ environment variable, inherited by spawned processes.
+    """
+    try:
+        server = start()
+    except ServerUnavailable as exc:
+        service_unavailable(what, str(exc))
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    os.environ[variable] = server.connection_uri_json()
+    try:
+        yield server
+    finally:
+        os.environ.pop(variable, None)
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata database in the session's AIRFLOW_HOME."""
@@ -79,14 +97,7 @@ def s3_server():
     Its credentials live in the Airflow Connection ``tfx_test_s3`` (an
     AIRFLOW_CONN_ environment variable, inherited by spawned processes).
     """
-    try:
-        server = start_seaweedfs()
-    except ServerUnavailable as exc:
-        service_unavailable("S3 server (SeaweedFS)", str(exc))
-    os.environ[f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"] = server.connection_uri_json()
-    yield server
-    os.environ.pop(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", None)
-    server.stop()
+    yield from _serving(start_seaweedfs, "S3 server (SeaweedFS)", S3_CONN_ID)
 
 
 @pytest.fixture
@@ -120,19 +131,12 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def gcs_server():
-    """A GCS emulator (fake-gcs-server, in memory) on loopback, for the whole session.
+    """A GCS emulator (fake-gcs-server, filesystem backend) on loopback, for the whole session.
 
     Reached anonymously through the Airflow Connection ``tfx_test_gcs``
     (endpoint_url, project, token "anon").
     """
-    try:
-        server = start_fake_gcs()
-    except ServerUnavailable as exc:
-        service_unavailable("GCS emulator (fake-gcs-server)", str(exc))
-    os.environ[f"AIRFLOW_CONN_{GCS_CONN_ID.upper()}"] = server.connection_uri_json()
-    yield server
-    os.environ.pop(f"AIRFLOW_CONN_{GCS_CONN_ID.upper()}", None)
-    server.stop()
+    yield from _serving(start_fake_gcs, "GCS emulator (fake-gcs-server)", GCS_CONN_ID)
 
 
 @pytest.fixture
@@ -147,14 +151,7 @@ def moto_server():
 
     moto honours If-None-Match but is not atomic under races (FACTS.md): never race on it.
     """
-    try:
-        server = start_moto()
-    except ServerUnavailable as exc:
-        service_unavailable("S3 server (moto)", str(exc))
-    os.environ[f"AIRFLOW_CONN_{MOTO_CONN_ID.upper()}"] = server.connection_uri_json()
-    yield server
-    os.environ.pop(f"AIRFLOW_CONN_{MOTO_CONN_ID.upper()}", None)
-    server.stop()
+    yield from _serving(start_moto, "S3 server (moto)", MOTO_CONN_ID)
 
 
 @pytest.fixture
