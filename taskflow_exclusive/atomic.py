@@ -44,7 +44,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from taskflow_exclusive.errors import StorageConfigError
@@ -106,26 +106,22 @@ def create_if_absent(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
 
 
 def _create_local(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
-    path = fs._strip_protocol(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    temporary = _write_temporary(folder, os.path.basename(path), data)
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise StorageConfigError(
-                f"The local filesystem holding {folder} does not support hard links, which "
-                "taskflow-exclusive uses for atomic create-if-absent. Put the storage on a "
-                "filesystem that does (ext4, xfs, btrfs, tmpfs, NFSv4), or use s3:// or gs://.",
-                url=f"file://{folder}",
-                source="filesystem",
-            ) from exc
-        raise
-    finally:
-        os.unlink(temporary)
+    with _complete_temporary(fs, path, data) as (target, temporary):
+        try:
+            os.link(temporary, target)  # fails if target exists; its content is complete at once
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                folder = os.path.dirname(target)
+                raise StorageConfigError(
+                    f"The local filesystem holding {folder} does not support hard links, which "
+                    "taskflow-exclusive uses for atomic create-if-absent. Put the storage on a "
+                    "filesystem that does (ext4, xfs, btrfs, tmpfs, NFSv4), or use s3:// or gs://.",
+                    url=f"file://{folder}",
+                    source="filesystem",
+                ) from exc
+            raise
     return True
 
 
@@ -192,18 +188,25 @@ _CREATE_STRATEGIES: dict[str, Callable[[AbstractFileSystem, str, bytes], bool]] 
 def put_complete(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``path`` so that readers see either all of ``data`` or nothing new."""
     if _kind(fs) == "file":
-        path = fs._strip_protocol(path)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        temporary = _write_temporary(folder, os.path.basename(path), data)
-        try:
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with _complete_temporary(fs, path, data) as (target, temporary):
+            os.replace(temporary, target)
         return
     # A single PUT (S3, GCS) or an in-memory assignment is all-or-nothing.
     fs.pipe_file(path, bytes(data))
+
+
+@contextlib.contextmanager
+def _complete_temporary(fs: AbstractFileSystem, path: str, data: bytes) -> Iterator[tuple[str, str]]:
+    """``(target, temporary)``: ``data`` complete and fsynced beside ``path``, removed afterwards if left."""
+    target = fs._strip_protocol(path)
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    temporary = _write_temporary(folder, os.path.basename(target), data)
+    try:
+        yield target, temporary
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def _write_temporary(folder: str, name: str, data: bytes) -> str:
