@@ -152,12 +152,6 @@ def filesystem_for(location: StorageLocation) -> AbstractFileSystem:
         return _fs_cache.setdefault(key, fs)
 
 
-def forget_filesystems() -> None:
-    """Drop cached filesystem instances (after credentials or endpoints change)."""
-    with _fs_lock:
-        _fs_cache.clear()
-
-
 def _build_filesystem(location: StorageLocation) -> AbstractFileSystem:
     import fsspec
 

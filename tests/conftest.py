@@ -63,21 +63,24 @@ def airflow_home() -> Path:
     return _SESSION_HOME
 
 
-def _serving(start, what: str, conn_id: str):
-    """Start a server for the session, publish it as Airflow connection ``conn_id``, stop it after.
+def serving(start, what: str, conn_id: str | None = None):
+    """For fixtures: start a server, yield it, stop it after (skip loudly, or fail under CI).
 
-    The connection is an AIRFLOW_CONN_ environment variable, inherited by spawned processes.
+    With ``conn_id`` the server is also published as that Airflow connection (an
+    AIRFLOW_CONN_ environment variable, inherited by spawned processes).
     """
     try:
         server = start()
     except ServerUnavailable as exc:
         service_unavailable(what, str(exc))
-    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
-    os.environ[variable] = server.connection_uri_json()
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}" if conn_id else None
+    if variable:
+        os.environ[variable] = server.connection_uri_json()
     try:
         yield server
     finally:
-        os.environ.pop(variable, None)
+        if variable:
+            os.environ.pop(variable, None)
         server.stop()
 
 
@@ -97,7 +100,7 @@ def s3_server():
     Its credentials live in the Airflow Connection ``tfx_test_s3`` (an
     AIRFLOW_CONN_ environment variable, inherited by spawned processes).
     """
-    yield from _serving(start_seaweedfs, "S3 server (SeaweedFS)", S3_CONN_ID)
+    yield from serving(start_seaweedfs, "S3 server (SeaweedFS)", S3_CONN_ID)
 
 
 @pytest.fixture
@@ -136,7 +139,7 @@ def gcs_server():
     Reached anonymously through the Airflow Connection ``tfx_test_gcs``
     (endpoint_url, project, token "anon").
     """
-    yield from _serving(start_fake_gcs, "GCS emulator (fake-gcs-server)", GCS_CONN_ID)
+    yield from serving(start_fake_gcs, "GCS emulator (fake-gcs-server)", GCS_CONN_ID)
 
 
 @pytest.fixture
@@ -151,7 +154,7 @@ def moto_server():
 
     moto honours If-None-Match but is not atomic under races (FACTS.md): never race on it.
     """
-    yield from _serving(start_moto, "S3 server (moto)", MOTO_CONN_ID)
+    yield from serving(start_moto, "S3 server (moto)", MOTO_CONN_ID)
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import service_unavailable
-from tests.servers import ServerUnavailable
+from tests.conftest import service_unavailable, serving
 
 REDIS_URL = os.environ.get("TFX_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("TFX_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -133,12 +132,7 @@ def private_redis():
     """A private Redis (password, AOF fsynced on every write) that tests may kill and freeze."""
     from tests.private_services import start_private_redis
 
-    try:
-        server = start_private_redis()
-    except ServerUnavailable as exc:
-        service_unavailable("private redis-server", str(exc))
-    yield server
-    server.stop()
+    yield from serving(start_private_redis, "private redis-server")
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +140,7 @@ def private_postgres():
     """A private PostgreSQL cluster (password auth) that tests may kill and freeze."""
     from tests.private_services import start_private_postgres
 
-    try:
-        server = start_private_postgres()
-    except ServerUnavailable as exc:
-        service_unavailable("private PostgreSQL (initdb)", str(exc))
-    yield server
-    server.stop()
+    yield from serving(start_private_postgres, "private PostgreSQL (initdb)")
 
 
 @pytest.fixture

@@ -157,11 +157,7 @@ def start_seaweedfs(
         "-s3.port.lance=0",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
-    log_path = workdir / "weed.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - owned by the server's lifetime
-    process = subprocess.Popen(
-        args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    process, workdir, log_path = _launch(args, "seaweedfs-", env=env, workdir=workdir)
     server = S3Server(
         endpoint=f"http://127.0.0.1:{ports['s3.port']}",
         bucket=bucket,
@@ -172,28 +168,26 @@ def start_seaweedfs(
         log_path=log_path,
         extra={"ports": ports},
     )
-    deadline = time.monotonic() + startup_timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        if port_open("127.0.0.1", ports["s3.port"]):
-            try:
-                fs = server.filesystem()
-                probe = f"{bucket}/.ready/{os.getpid()}"
-                fs.pipe_file(probe, b"ok")
-                if fs.cat_file(probe) == b"ok":
-                    fs.rm_file(probe)
-                    return server
-            except Exception as exc:  # not ready yet
-                last_error = exc
-        time.sleep(0.25)
-    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-    server.stop()
-    raise ServerUnavailable(
-        f"SeaweedFS did not become ready in {startup_timeout:.0f}s (last error: {last_error!r}); "
-        f"log tail:\n{tail}"
-    )
+    try:
+        _wait_until_ready(
+            process, log_path, lambda: _s3_ready(server, ports["s3.port"]), "SeaweedFS", startup_timeout
+        )
+    except ServerUnavailable:
+        server.stop()
+        raise
+    return server
+
+
+def _s3_ready(server: S3Server, port: int) -> bool:
+    """The S3 endpoint accepts a write and serves it back."""
+    if not port_open("127.0.0.1", port):
+        return False
+    fs = server.filesystem()
+    probe = f"{server.bucket}/.ready/{os.getpid()}"
+    fs.pipe_file(probe, b"ok")
+    ready = fs.cat_file(probe) == b"ok"
+    fs.rm_file(probe)
+    return ready
 
 
 # --- more servers: a second S3 (moto) and two GCS emulators ------------------------------------
@@ -225,7 +219,7 @@ def _launch(
 ) -> tuple[subprocess.Popen, Path, Path]:
     workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
     log_path = workdir / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the server's lifetime
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the server's lifetime; a restart appends
     process = subprocess.Popen(
         args,
         cwd=workdir,

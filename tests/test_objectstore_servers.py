@@ -17,8 +17,8 @@ import pytest
 
 from taskflow_exclusive import AlreadyClaimedError, StorageConfigError, atomic, publish
 from taskflow_exclusive.filesystems import filesystem_for, parse_storage_url
-from tests.conftest import service_unavailable
-from tests.servers import ConflictProxy, ServerUnavailable, start_gcp_storage_emulator
+from tests.conftest import serving
+from tests.servers import ConflictProxy, start_gcp_storage_emulator
 
 SERVERS = ["s3_url", "moto_s3_url", "gcs_url"]
 
@@ -127,16 +127,9 @@ def test_endless_409_conflicts_raise_instead_of_pretending_the_create_was_lost(s
 @pytest.fixture(scope="module")
 def careless_gcs_server():
     """gcp-storage-emulator: a real GCS emulator that ignores ifGenerationMatch (FACTS.md)."""
-    import os
-
-    try:
-        server = start_gcp_storage_emulator()
-    except ServerUnavailable as exc:
-        service_unavailable("GCS emulator (gcp-storage-emulator)", str(exc))
-    os.environ["AIRFLOW_CONN_TFX_TEST_CARELESS_GCS"] = server.connection_uri_json()
-    yield server
-    os.environ.pop("AIRFLOW_CONN_TFX_TEST_CARELESS_GCS", None)
-    server.stop()
+    yield from serving(
+        start_gcp_storage_emulator, "GCS emulator (gcp-storage-emulator)", "tfx_test_careless_gcs"
+    )
 
 
 @pytest.fixture
