@@ -56,6 +56,10 @@ _EXPORTS = {
     "ClaimError": "taskflow_exclusive.errors",
     "AlreadyClaimedError": "taskflow_exclusive.errors",
     "ClaimStoreUnavailableError": "taskflow_exclusive.errors",
+    "ClaimStoreConfigError": "taskflow_exclusive.errors",
+    "InvalidArgumentError": "taskflow_exclusive.errors",
+    "MalformedRecordError": "taskflow_exclusive.errors",
+    "StorageWriteError": "taskflow_exclusive.errors",
 }
 
 __all__ = [
@@ -65,17 +69,21 @@ __all__ = [
     "ClaimError",
     "ClaimLedger",
     "ClaimRecord",
+    "ClaimStoreConfigError",
     "ClaimStoreUnavailableError",
     "Claimed",
     "ExclusiveError",
     "ExclusiveHandle",
     "ExclusiveOutput",
     "IntegrityError",
+    "InvalidArgumentError",
     "LocalStorageWarning",
+    "MalformedRecordError",
     "ObjectMissingError",
     "SerializationError",
     "Serializer",
     "StorageConfigError",
+    "StorageWriteError",
     "__version__",
     "available_serializers",
     "exclusive_output",
@@ -93,12 +101,16 @@ if TYPE_CHECKING:
     from taskflow_exclusive.errors import (
         AlreadyClaimedError,
         ClaimError,
+        ClaimStoreConfigError,
         ClaimStoreUnavailableError,
         ExclusiveError,
         IntegrityError,
+        InvalidArgumentError,
+        MalformedRecordError,
         ObjectMissingError,
         SerializationError,
         StorageConfigError,
+        StorageWriteError,
     )
     from taskflow_exclusive.handle import ExclusiveHandle
     from taskflow_exclusive.inputs import Claimed

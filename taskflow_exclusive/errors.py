@@ -3,13 +3,17 @@
 Catch :class:`ExclusiveError` for all of them, or a precise subclass::
 
     ExclusiveError
+    ├── InvalidArgumentError      a caller passed a value the library cannot use
+    ├── MalformedRecordError      a handle, manifest, claim record or XCom row cannot be parsed
     ├── StorageConfigError        the storage URL, driver or filesystem is unusable
-    ├── SerializationError        no serializer can write or read the value
+    ├── StorageWriteError         the store refused a write (full, read-only, name too long)
+    ├── SerializationError        no serializer can write or read the value exactly
     ├── IntegrityError            stored bytes or manifest do not match the handle
     ├── ObjectMissingError        the stored value is gone (or on another machine)
     └── ClaimError
         ├── AlreadyClaimedError   another consumer holds the value
-        └── ClaimStoreUnavailableError  the claim ledger could not be reached
+        ├── ClaimStoreUnavailableError  the claim ledger could not be reached (retry is safe)
+        └── ClaimStoreConfigError the ledger refused for a reason a retry will not fix
 
 Each error carries the facts needed to fix it as attributes as well as in its
 message, and survives pickling (errors cross process boundaries in Airflow
@@ -35,12 +39,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AlreadyClaimedError",
     "ClaimError",
+    "ClaimStoreConfigError",
     "ClaimStoreUnavailableError",
     "ExclusiveError",
     "IntegrityError",
+    "InvalidArgumentError",
+    "MalformedRecordError",
     "ObjectMissingError",
     "SerializationError",
     "StorageConfigError",
+    "StorageWriteError",
 ]
 
 
@@ -71,11 +79,38 @@ class ExclusiveError(Exception):
         return self.message
 
 
+class InvalidArgumentError(ExclusiveError, ValueError):
+    """A caller passed a value the library cannot use (``max_claims="2"``, ``claim(5)``).
+
+    Attributes: ``argument`` (its name), ``value`` (its repr) and ``expected``
+    (what would be accepted).
+    """
+
+
+class MalformedRecordError(ExclusiveError, ValueError):
+    """A handle, manifest, claim record or XCom row cannot be parsed.
+
+    Such input crosses a trust boundary (XCom, storage, a ledger, the command
+    line), so it is refused whole, never half-read. Attributes: ``kind``
+    (what was being read), ``where`` (the URI, key or row it came from) and
+    ``problem``.
+    """
+
+
 class StorageConfigError(ExclusiveError, ValueError):
     """The storage URL, its driver, or its filesystem cannot be used.
 
     Attributes: ``url`` (credentials never included), ``source`` (where the
     URL came from: argument, Airflow Variable or default).
+    """
+
+
+class StorageWriteError(ExclusiveError, OSError):
+    """The store refused to write a value: it is full, read-only, or the name is unusable.
+
+    Nothing is left behind (no partial object, temporary file or handle).
+    Attributes: ``uri`` (where the write was going) and ``reason`` (what the
+    filesystem said, e.g. ``"No space left on device"``).
     """
 
 
@@ -151,6 +186,16 @@ class ClaimStoreUnavailableError(ClaimError, ConnectionError):
 
     Nothing was handed out; retrying once the store is back is safe.
     Attributes: ``ledger`` (description without credentials).
+    """
+
+
+class ClaimStoreConfigError(ClaimError):
+    """The claim ledger refused for a reason that a retry will not fix.
+
+    Wrong credentials, a database or SQLite folder that does not exist, a
+    table of the wrong shape, a consumer id the database cannot store. Fix
+    the setting named in the message; nothing was handed out. Attributes:
+    ``ledger`` (description without credentials), ``uri``.
     """
 
 

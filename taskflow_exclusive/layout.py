@@ -4,7 +4,13 @@ One value produces three kinds of object under the storage base URL::
 
     <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.<ext>      the value
     <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.manifest.json
-    <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.claims/slot-<i>.json
+    <base>/<dag_id>/<run_id>/<task_id>/<map_index>/try<N>-<32 hex>.claims/slot-<i>[.g<k>][.released].json
+
+Claim records are never overwritten or deleted while the value lives (see
+:mod:`taskflow_exclusive.claims.objectstore`): slot ``i`` is first held by
+``slot-<i>.json`` (generation 0); releasing it creates the marker
+``slot-<i>.released.json``, and the next holder creates ``slot-<i>.g1.json``,
+and so on. Every name is created with the store's atomic create-if-absent.
 
 Outside Airflow the folder is ``<base>/_local/<label>/`` and the stem has no
 ``try<N>-`` prefix. Every segment is percent-encoded down to
@@ -29,9 +35,12 @@ from urllib.parse import quote, unquote
 
 from taskflow_exclusive.errors import IntegrityError
 
-__all__ = ["ObjectPaths", "decode_segment", "encode_segment", "new_stem"]
+__all__ = ["ObjectPaths", "claim_name", "decode_segment", "encode_segment", "new_stem", "parse_claim_name"]
 
 _STEM = re.compile(r"^(?:try(?P<try>[0-9]{1,6})-)?(?P<id>[0-9a-f]{32})$")
+_CLAIM_NAME = re.compile(
+    r"^slot-(?P<slot>0|[1-9][0-9]{0,8})(?:\.g(?P<generation>[1-9][0-9]{0,8}))?(?P<released>\.released)?\.json$"
+)
 _EXTENSION = re.compile(r"^[a-z0-9]{1,12}(?:\.[a-z0-9]{1,8})?$")
 MANIFEST_SUFFIX = ".manifest.json"
 CLAIMS_SUFFIX = ".claims"
@@ -57,6 +66,26 @@ def new_stem(try_number: int | None = None) -> str:
     return f"try{int(try_number)}-{unique}" if try_number is not None else unique
 
 
+def claim_name(slot: int, generation: int = 0, *, released: bool = False) -> str:
+    """The file name of a claim record (or its release marker) in a value's claims folder."""
+    name = f"slot-{int(slot)}" + (f".g{int(generation)}" if generation else "")
+    return name + (".released.json" if released else ".json")
+
+
+def parse_claim_name(name: str) -> tuple[int, int, bool] | None:
+    """``(slot, generation, released)`` for a name :func:`claim_name` makes, else ``None``.
+
+    >>> parse_claim_name("slot-3.g2.released.json")
+    (3, 2, True)
+    >>> parse_claim_name("slot-03.json") is None
+    True
+    """
+    match = _CLAIM_NAME.match(name)
+    if match is None:
+        return None
+    return int(match["slot"]), int(match["generation"] or 0), bool(match["released"])
+
+
 @dataclass(frozen=True)
 class ObjectPaths:
     """The paths (in the filesystem's own form) that belong to one stored value."""
@@ -77,8 +106,13 @@ class ObjectPaths:
     def claims_folder(self) -> str:
         return f"{self.folder}/{self.stem}{CLAIMS_SUFFIX}"
 
-    def claim_slot(self, slot: int) -> str:
-        return f"{self.claims_folder}/slot-{int(slot)}.json"
+    def claim_record(self, slot: int, generation: int = 0) -> str:
+        """The record of the ``generation``-th holder of ``slot``."""
+        return f"{self.claims_folder}/{claim_name(slot, generation)}"
+
+    def release_marker(self, slot: int, generation: int = 0) -> str:
+        """Exists once the ``generation``-th holder of ``slot`` has been released."""
+        return f"{self.claims_folder}/{claim_name(slot, generation, released=True)}"
 
     @property
     def try_number(self) -> int | None:

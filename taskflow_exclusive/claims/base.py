@@ -47,13 +47,73 @@ from taskflow_exclusive.errors import (
     ClaimError,
     ClaimStoreUnavailableError,
     ExclusiveError,
+    InvalidArgumentError,
 )
 
-__all__ = ["ClaimLedger", "ClaimRecord", "reaching"]
+__all__ = ["MAX_CLAIMS_LIMIT", "ClaimLedger", "ClaimRecord", "check_consumer_id", "check_max_claims", "reaching"]
 
 log = logging.getLogger("taskflow_exclusive.claims")
 
 _VANISHED_SLOT_RETRIES = 5
+
+#: The most consumers one value may have. Every claim and ``holders()`` reads the current
+#: holders, and an AlreadyClaimedError names them all, so the cost of a claim grows with the
+#: number of holders; ten thousand keeps that bounded (and slot numbers small). Fan-out to more
+#: readers needs no claims: read the value without claiming it.
+MAX_CLAIMS_LIMIT = 10_000
+
+#: Longest consumer id accepted: every ledger stores it whole (SQL ``VARCHAR(1024)``).
+MAX_CONSUMER_ID_LENGTH = 1024
+
+
+def check_max_claims(value: object, *, where: str = "max_claims") -> int:
+    """``value`` as a valid ``max_claims``: an ``int`` from 1 to :data:`MAX_CLAIMS_LIMIT`.
+
+    >>> check_max_claims(2)
+    2
+    >>> check_max_claims("2")
+    Traceback (most recent call last):
+    ...
+    taskflow_exclusive.errors.InvalidArgumentError: max_claims must be an int from 1 to 10000, got '2' (str).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLAIMS_LIMIT:
+        raise InvalidArgumentError(
+            f"{where} must be an int from 1 to {MAX_CLAIMS_LIMIT}, got {value!r} ({type(value).__name__}).",
+            argument=where,
+            value=repr(value),
+            expected=f"int, 1..{MAX_CLAIMS_LIMIT}",
+        )
+    return value
+
+
+def check_consumer_id(value: object) -> str:
+    """``value`` as a valid consumer id: a non-empty ``str`` of printable characters.
+
+    Refused rather than converted: ``claim(5)`` recording ``'5'`` would make the
+    consumer's own retry (``claim(5)`` again, compared as ``5 != '5'``) look like a stranger.
+
+    >>> check_consumer_id("loader")
+    'loader'
+    """
+    problem = None
+    if not isinstance(value, str):
+        problem = f"it is a {type(value).__name__}, not a str"
+    elif not value.strip():
+        problem = "it is empty"
+    elif len(value) > MAX_CONSUMER_ID_LENGTH:
+        problem = f"it is {len(value)} characters long (at most {MAX_CONSUMER_ID_LENGTH})"
+    elif not value.isprintable():  # surrogates and control characters are not printable
+        problem = "it holds control characters or unpaired surrogates"
+    if problem:
+        raise InvalidArgumentError(
+            f"A consumer id must be a non-empty string of printable characters; {value!r} is not "
+            f"({problem}). Inside Airflow it defaults to the task instance; pass a name such as "
+            "'loader' elsewhere.",
+            argument="consumer_id",
+            value=repr(value)[:200],
+            expected="non-empty printable str",
+        )
+    return value
 
 
 def _now() -> datetime:
