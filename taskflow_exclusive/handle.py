@@ -29,7 +29,7 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taskflow_exclusive.errors import AlreadyClaimedError, IntegrityError
+from taskflow_exclusive.errors import AlreadyClaimedError, MalformedRecordError
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
@@ -117,33 +117,50 @@ class ExclusiveHandle:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExclusiveHandle:
-        """Rebuild a handle, refusing anything that is not a well-formed handle."""
-        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise IntegrityError(
-                f"Not a taskflow-exclusive handle (format {found!r}, expected {cls.FORMAT!r}).",
-                uri=data.get("uri") if isinstance(data, dict) else None,
-                expected=cls.FORMAT,
-                actual=found,
+    def from_dict(cls, data: Any, *, where: str | None = None) -> ExclusiveHandle:
+        """Rebuild a handle, refusing anything that is not a well-formed handle.
+
+        Raises :class:`MalformedRecordError` (``kind="handle"``) naming every
+        problem found: a wrong ``format``, missing, unknown or mistyped fields.
+        ``where`` says where the record came from (a manifest, an XCom row).
+        """
+        if not isinstance(data, dict):
+            raise _malformed(
+                where,
+                f"not a taskflow-exclusive handle (a JSON {_json_type(data)}, not an object)",
+                uri=None,
+            )
+        uri = data.get("uri") if isinstance(data.get("uri"), str) else None
+        if data.get("format") != cls.FORMAT:
+            found = data.get("format")
+            raise _malformed(
+                where,
+                f"not a taskflow-exclusive handle (format {_shown(found)}, expected {cls.FORMAT!r})",
+                uri,
             )
         names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        missing = sorted(names - values.keys() - {"compression", "max_claims", "claims"})
+        problems = []
+        missing = sorted(names - data.keys() - _OPTIONAL)
         if missing:
-            raise IntegrityError(
-                f"Handle for {data.get('uri')!r} lacks fields {missing}.",
-                uri=data.get("uri"),
-                expected=sorted(names),
-                actual=sorted(data),
-            )
-        handle = cls(**values)
-        handle._validate()
-        return handle
+            problems.append(f"fields {missing} are missing")
+        unknown = sorted(str(k) for k in data.keys() - names - {"format"})
+        if unknown:
+            problems.append(f"fields {[_shown(k) for k in unknown][:5]} are unknown to this version")
+        problems.extend(_field_problems({k: v for k, v in data.items() if k in names}))
+        if problems:
+            raise _malformed(where, "; ".join(problems), uri)
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> ExclusiveHandle:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str | bytes, *, where: str | None = None) -> ExclusiveHandle:
+        """Rebuild a handle from its JSON (:meth:`to_json`), refusing anything else."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise _malformed(where, f"it is a {type(text).__name__}, not JSON text", None)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and bad UTF-8
+            raise _malformed(where, f"it is not JSON ({_first_line(exc)})", None) from None
+        return cls.from_dict(data, where=where)
 
     # -- Airflow XCom serde hooks (see taskflow_exclusive.serde) -----------------------------
 
@@ -154,34 +171,18 @@ class ExclusiveHandle:
     @classmethod
     def deserialize(cls, data: dict[str, Any], version: int) -> ExclusiveHandle:
         """Rebuild a handle from Airflow's XCom serde, validating it like :meth:`from_dict`."""
+        where = "XCom (Airflow serde)"
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise _malformed(where, f"its serde version is {_shown(version)}, not a positive int", None)
         if version > cls.__version__:
-            raise IntegrityError(
-                f"XCom holds an ExclusiveHandle of serde version {version}, newer than this "
+            raise _malformed(
+                where,
+                f"it is an ExclusiveHandle of serde version {version}, newer than this "
                 f"taskflow-exclusive understands ({cls.__version__}): upgrade taskflow-exclusive "
-                "on this worker.",
-                uri=data.get("uri") if isinstance(data, dict) else None,
-                expected=cls.__version__,
-                actual=version,
+                "on this worker",
+                data.get("uri") if isinstance(data, dict) and isinstance(data.get("uri"), str) else None,
             )
-        return cls.from_dict(data)
-
-    def _validate(self) -> None:
-        problems = []
-        if not isinstance(self.uri, str) or "://" not in self.uri:
-            problems.append("uri is not a URL")
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
-            problems.append("size is not a non-negative integer")
-        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
-            problems.append("sha256 is not 64 lowercase hex digits")
-        if not isinstance(self.max_claims, int) or isinstance(self.max_claims, bool) or self.max_claims < 1:
-            problems.append("max_claims is not a positive integer")
-        if problems:
-            raise IntegrityError(
-                f"Malformed handle for {self.uri!r}: {'; '.join(problems)}.",
-                uri=self.uri,
-                expected="a handle written by taskflow-exclusive",
-                actual=problems,
-            )
+        return cls.from_dict(data, where=where)
 
     def __repr__(self) -> str:
         claims = "" if self.claims is None else f", claims={self.claims!r}"
@@ -189,3 +190,75 @@ class ExclusiveHandle:
             f"ExclusiveHandle({self.uri!r}, {self.serializer}, {self.size} bytes, "
             f"max_claims={self.max_claims}{claims})"
         )
+
+
+_OPTIONAL = frozenset({"compression", "max_claims", "claims"})
+_TEXT_FIELDS = ("serializer", "producer", "created_at", "host")
+
+
+def _field_problems(values: dict[str, Any]) -> list[str]:
+    """What is wrong with the fields of a handle record (empty when nothing is)."""
+    from taskflow_exclusive.claims.base import check_max_claims
+    from taskflow_exclusive.errors import InvalidArgumentError
+
+    problems = []
+    uri = values.get("uri")
+    if "uri" in values and not (isinstance(uri, str) and "://" in uri and uri.isprintable()):
+        problems.append(f"uri is not a URL (got {_shown(uri)})")
+    for name in _TEXT_FIELDS:
+        if name in values and not isinstance(values[name], str):
+            problems.append(f"{name} is not a string (got {_shown(values[name])})")
+    if values.get("serializer") == "":
+        problems.append("serializer is empty")
+    size = values.get("size")
+    if "size" in values and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        problems.append(f"size is not a non-negative integer (got {_shown(size)})")
+    sha256 = values.get("sha256")
+    if "sha256" in values and not (isinstance(sha256, str) and _SHA256.match(sha256)):
+        problems.append(f"sha256 is not 64 lowercase hex digits (got {_shown(sha256)})")
+    for name in ("compression", "claims"):
+        if values.get(name) is not None and not (isinstance(values[name], str) and values[name]):
+            problems.append(f"{name} is not a non-empty string or null (got {_shown(values[name])})")
+    if "max_claims" in values:
+        try:
+            check_max_claims(values["max_claims"])
+        except InvalidArgumentError as exc:
+            problems.append(f"max_claims is not an {exc.expected} (got {_shown(values['max_claims'])})")
+    return problems
+
+
+def _malformed(where: str | None, problem: str, uri: str | None) -> MalformedRecordError:
+    about = f" for {uri!r}" if uri else ""
+    source = f" (from {where})" if where else ""
+    return MalformedRecordError(
+        f"Malformed handle{about}{source}: {problem}. Handles are only accepted exactly as "
+        "taskflow-exclusive wrote them (ExclusiveHandle.to_json()); nothing was read or claimed.",
+        kind="handle",
+        where=where if where is not None else uri,
+        problem=problem,
+    )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A short repr of a value from a record, for messages."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a nested structure deeper than repr() can walk
+        text = f"<deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        type(None): "null",
+        int: "number",
+        float: "number",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
