@@ -120,20 +120,25 @@ def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:
 
 def value_holders(handle: ExclusiveHandle) -> list[ClaimRecord]:
     store, _ = _locate(handle)
-    return _ledger(handle, store).holders(handle.uri, handle.max_claims)
+    return _ledger(handle, store).holders(handle.uri)
 
 
 def release_claim(handle: ExclusiveHandle, consumer_id: str, *, reason: str) -> ClaimRecord | None:
     store, _ = _locate(handle)
-    return _ledger(handle, store).release(handle.uri, consumer_id, handle.max_claims, reason=reason)
+    return _ledger(handle, store).release(handle.uri, consumer_id, reason=reason)
 
 
 def purge_value(handle: ExclusiveHandle) -> int:
-    """Delete the value, its manifest and every claim on it."""
+    """Delete the value: its manifest first, then its data, then every claim on it.
+
+    The manifest is the commit marker, so it goes first. A purge killed at any
+    point leaves either the whole committed value with its claims (a holder
+    still refuses everyone else) or no manifest (every claim, by anyone, ends
+    in :class:`ObjectMissingError`): never a committed value without its
+    claims. What an interrupted purge leaves is removed by
+    ``taskflow-exclusive cleanup``. Returns how many objects and records went.
+    """
     store, paths = _locate(handle)
-    # The manifest goes first: an interrupted purge then leaves uncommitted data (which
-    # cleanup removes), never a committed value whose data is gone.
-    forgotten = _ledger(handle, store).forget(handle.uri, handle.max_claims)
-    removed = store.remove([paths.manifest, paths.data])
-    store.remove([paths.claims_folder], recursive=True)
-    return removed + forgotten
+    removed = store.remove([paths.manifest])
+    removed += store.remove([paths.data])
+    return removed + _ledger(handle, store).forget(handle.uri)

@@ -12,6 +12,7 @@ from taskflow_exclusive import (
     ClaimError,
     ExclusiveError,
     ExclusiveHandle,
+    InvalidArgumentError,
     exclusive_output,
     publish,
 )
@@ -64,7 +65,7 @@ def test_claim_without_consumer_id_outside_airflow_uses_a_stable_local_id(storag
 def test_release_frees_the_claim_for_another_consumer_and_is_logged(storage_url, caplog):
     handle = publish("value", storage=storage_url)
     handle.claim(consumer_id="crashed-worker")
-    with pytest.raises(ClaimError, match="reason"):
+    with pytest.raises(InvalidArgumentError, match="reason"):
         handle.release("crashed-worker", reason=" ")
     assert handle.release("nobody", reason="cleanup") is None
     with caplog.at_level("WARNING", logger="taskflow_exclusive.claims"):

@@ -13,6 +13,7 @@ import pytest
 
 from taskflow_exclusive import (
     AlreadyClaimedError,
+    ClaimStoreConfigError,
     ClaimStoreUnavailableError,
     StorageConfigError,
     publish,
@@ -51,15 +52,16 @@ def test_a_handle_guarded_by_redis_goes_to_one_consumer_and_records_the_ledger(f
     assert not [path for path in store.fs.find(store.location.path) if ".claims/" in path]
 
 
-def test_a_claim_is_one_key_under_the_prefix_holding_the_record_with_no_expiry(redis_claims):
+def test_a_claim_is_one_hash_field_under_the_prefix_holding_the_record_with_no_expiry(redis_claims):
     ledger = _ledger(redis_claims)
     uri = f"file:///values/{unique('v')}.json"
     before = datetime.now(timezone.utc)
     record = ledger.claim(uri, "dag/run/task/-1")
-    key = f"{_key_prefix(redis_claims)}:claim:{hashlib.sha256(uri.encode()).hexdigest()}:0"
-    assert ledger.key(uri, 0) == key
+    key = f"{_key_prefix(redis_claims)}:claims:{hashlib.sha256(uri.encode()).hexdigest()}"
+    assert ledger.key(uri) == key
     client = redis_client()
-    stored = json.loads(client.get(key))
+    assert client.hkeys(key) == [b"0"]
+    stored = json.loads(client.hget(key, "0"))
     assert stored["consumer_id"] == "dag/run/task/-1"
     claimed_at = datetime.fromisoformat(stored["claimed_at"])
     assert before <= claimed_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
@@ -67,7 +69,7 @@ def test_a_claim_is_one_key_under_the_prefix_holding_the_record_with_no_expiry(r
     assert client.ttl(key) == -1  # never expires under its holder
 
 
-def test_max_claims_uses_one_key_per_slot_and_refuses_the_fourth_consumer(redis_claims):
+def test_max_claims_uses_one_field_per_slot_and_refuses_the_fourth_consumer(redis_claims):
     ledger = _ledger(redis_claims)
     uri = f"file:///values/{unique('v')}.json"
     slots = [ledger.claim(uri, consumer, max_claims=3).slot for consumer in ("a", "b", "c")]
@@ -76,7 +78,7 @@ def test_max_claims_uses_one_key_per_slot_and_refuses_the_fourth_consumer(redis_
     with pytest.raises(AlreadyClaimedError) as refused:
         ledger.claim(uri, "d", max_claims=3)
     assert [h.consumer_id for h in refused.value.holders] == ["a", "b", "c"]
-    assert redis_client().exists(*(ledger.key(uri, slot) for slot in range(3))) == 3
+    assert sorted(redis_client().hkeys(ledger.key(uri))) == [b"0", b"1", b"2"]
 
 
 def test_holders_release_and_purge_work_on_redis(file_url, redis_claims, caplog):
@@ -90,8 +92,8 @@ def test_holders_release_and_purge_work_on_redis(file_url, redis_claims, caplog)
     assert "node lost" in caplog.text and "Redis ledger" in caplog.text
     assert handle.claim(consumer_id="replacement") == "value"
     ledger = _ledger(redis_claims)
-    assert handle.purge() >= 4  # data, manifest and both claim keys
-    assert redis_client().exists(ledger.key(handle.uri, 0), ledger.key(handle.uri, 1)) == 0
+    assert handle.purge() == 4  # data, manifest and both claims
+    assert redis_client().exists(ledger.key(handle.uri)) == 0
 
 
 def test_the_claims_variable_chooses_redis_when_no_argument_does(file_url, redis_claims, monkeypatch):
@@ -99,7 +101,7 @@ def test_the_claims_variable_chooses_redis_when_no_argument_does(file_url, redis
     handle = publish([1], storage=file_url)
     assert handle.claims == redis_claims
     assert handle.claim(consumer_id="x") == [1]
-    assert redis_client().exists(_ledger(redis_claims).key(handle.uri, 0)) == 1
+    assert redis_client().hexists(_ledger(redis_claims).key(handle.uri), "0")
 
 
 def test_an_airflow_connection_id_picks_redis_by_conn_type_and_is_what_the_handle_records(
@@ -115,8 +117,8 @@ def test_an_airflow_connection_id_picks_redis_by_conn_type_and_is_what_the_handl
         assert handle.claims == conn_id
         assert handle.claim(consumer_id="c1") == "via connection"
         ledger = _ledger(conn_id)
-        assert ledger.key(handle.uri, 0).startswith(f"{prefix}:claim:")
-        assert redis_client().exists(ledger.key(handle.uri, 0)) == 1
+        assert ledger.key(handle.uri).startswith(f"{prefix}:claims:")
+        assert redis_client().hexists(ledger.key(handle.uri), "0")
         assert f"Airflow connection {conn_id!r}" in ledger.describe()
     finally:
         for key in redis_client().scan_iter(match=f"{prefix}:*"):
@@ -181,12 +183,14 @@ def test_a_password_never_reaches_the_handle_and_the_consumer_takes_it_from_its_
     assert PASSWORD not in str(refused.value)
 
 
-def test_a_wrong_password_is_reported_without_the_password(file_url, redis_server, monkeypatch):
+def test_a_wrong_password_is_a_configuration_error_without_the_password(file_url, redis_server, monkeypatch):
     wrong = redis_server.url.replace(PASSWORD, "not-the-password")
     monkeypatch.setenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_CLAIMS_URL", wrong)
     handle = publish("x", storage=file_url)
-    with pytest.raises(ClaimStoreUnavailableError) as failed:
+    with pytest.raises(ClaimStoreConfigError) as failed:  # permanent: a retry cannot help
         handle.claim(consumer_id="c")
+    assert not isinstance(failed.value, ClaimStoreUnavailableError)
+    assert "password" in str(failed.value)
     assert "not-the-password" not in str(failed.value)
     assert redis_server.address in str(failed.value)
     assert "***" in failed.value.ledger
@@ -233,5 +237,5 @@ def test_inside_airflow_tasks_the_claims_variable_puts_the_claims_in_redis(
     rows = {row["task"]: row for row in recorded(tmp_path)}
     holder = f"core_in_plain_tasks/{result.run_id}/first/-1"
     assert rows["second"]["holder"] == holder
-    stored = redis_client().get(_ledger(redis_claims).key(rows["first"]["uri"], 0))
+    stored = redis_client().hget(_ledger(redis_claims).key(rows["first"]["uri"]), "0")
     assert json.loads(stored)["consumer_id"] == holder

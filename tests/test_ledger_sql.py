@@ -9,6 +9,7 @@ import pytest
 
 from taskflow_exclusive import (
     AlreadyClaimedError,
+    ClaimStoreConfigError,
     ClaimStoreUnavailableError,
     StorageConfigError,
     publish,
@@ -119,9 +120,10 @@ def test_a_constraint_violation_other_than_the_key_is_an_error_and_never_taken_f
     finally:
         engine.dispose()
     uri = f"file:///values/{unique('v')}.json"
-    with pytest.raises(ClaimStoreUnavailableError) as failed:
+    with pytest.raises(ClaimStoreConfigError) as failed:  # permanent: never "retry later"
         ledger.claim(uri, "forbidden")
     assert "IntegrityError" in str(failed.value) or "constraint" in str(failed.value).lower()
+    assert not isinstance(failed.value, ClaimStoreUnavailableError)
     assert ledger.holders(uri) == []
     assert ledger.claim(uri, "allowed").consumer_id == "allowed"
 
@@ -230,11 +232,13 @@ def test_a_url_password_is_withheld_from_the_handle_and_found_again_in_the_varia
     assert handle.holders()[0].consumer_id == "consumer"
 
 
-def test_a_wrong_database_password_is_reported_without_the_password(file_url, postgres_server):
+def test_a_wrong_database_password_is_a_configuration_error_without_the_password(file_url, postgres_server):
     wrong = postgres_server.url.replace(PASSWORD, "not-the-password")
     ledger = _ledger(wrong + "?timeout=3")
-    with pytest.raises(ClaimStoreUnavailableError) as failed:
+    with pytest.raises(ClaimStoreConfigError) as failed:
         ledger.claim("file:///values/x.json", "c")
+    assert not isinstance(failed.value, ClaimStoreUnavailableError)
     text = str(failed.value)
+    assert "Check the user and password" in text
     assert "not-the-password" not in text and "password authentication failed" in text
     assert postgres_server.address.split(":")[1] in text

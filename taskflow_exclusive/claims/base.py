@@ -1,14 +1,25 @@
 """The claim ledger interface: who holds which value, decided atomically.
 
-A value produced with ``max_claims=N`` has N slots. A consumer claims by
-trying to create its record in slot 0, 1, ... N-1; creating is atomic in the
-ledger's storage (create-if-absent, SET NX, INSERT on a unique key). The
-first slot that is empty becomes the consumer's; a slot that already holds
-the *same* consumer id is a retry and succeeds again; when every slot holds
-someone else, :class:`AlreadyClaimedError` names them.
+A value produced with ``max_claims=N`` has N slots. The invariants every
+ledger keeps, whatever the interleaving of claims, retries, releases and purges:
 
-Subclasses implement three primitives on one slot; the rest is written once
-here. Example of a complete (in-process, test-only) ledger::
+- **at most N holders**: a slot holds at most one record, and slots are
+  numbered ``0 .. N-1``; a slot is taken by the ledger's atomic
+  create-if-absent (a conditional create, ``HSETNX``, an ``INSERT`` on a
+  primary key), never by a read followed by a write;
+- **one slot per consumer**: a consumer's retry finds its own record
+  wherever it is, and a consumer that raced itself into two slots keeps
+  the lowest and frees the other;
+- **release frees at most one slot, and only the one it saw**: a release is
+  a compare-and-delete of the exact record it read (consumer and claim
+  time), so two releases of one holder free one slot, and a release never
+  frees the slot of a consumer who claimed it since;
+- **cost grows with holders, not with N**: ``max_claims`` is at most
+  :data:`MAX_CLAIMS_LIMIT`, and every operation lists the current holders
+  rather than probing every slot.
+
+Subclasses implement four primitives; the rest is written once here.
+Example of a complete (in-process, test-only) ledger::
 
     class DictLedger(ClaimLedger):
         spec = "dict"
@@ -23,11 +34,21 @@ here. Example of a complete (in-process, test-only) ledger::
             with self.lock:
                 return self.slots.setdefault((uri, slot), record)
 
-        def _read(self, uri, slot):
-            return self.slots.get((uri, slot))
+        def _list(self, uri):
+            with self.lock:
+                return [r for (u, _), r in sorted(self.slots.items()) if u == uri]
 
-        def _delete(self, uri, slot):
-            return self.slots.pop((uri, slot), None) is not None
+        def _delete_if_held(self, uri, record):
+            with self.lock:
+                if self.slots.get((uri, record.slot)) == record:
+                    del self.slots[(uri, record.slot)]
+                    return True
+                return False
+
+        def _forget(self, uri):
+            with self.lock:
+                mine = [key for key in self.slots if key[0] == uri]
+                return sum(self.slots.pop(key) is not None for key in mine)
 """
 
 from __future__ import annotations
@@ -37,7 +58,7 @@ import logging
 import os
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -45,16 +66,28 @@ from datetime import datetime, timezone
 from taskflow_exclusive.errors import (
     AlreadyClaimedError,
     ClaimError,
+    ClaimStoreConfigError,
     ClaimStoreUnavailableError,
     ExclusiveError,
     InvalidArgumentError,
+    MalformedRecordError,
 )
 
-__all__ = ["MAX_CLAIMS_LIMIT", "ClaimLedger", "ClaimRecord", "check_consumer_id", "check_max_claims", "reaching"]
+__all__ = [
+    "MAX_CLAIMS_LIMIT",
+    "ClaimLedger",
+    "ClaimRecord",
+    "check_consumer_id",
+    "check_max_claims",
+    "ledger_failure",
+    "reaching",
+]
 
 log = logging.getLogger("taskflow_exclusive.claims")
 
-_VANISHED_SLOT_RETRIES = 5
+#: How often a claim looks again when the slot it aimed at changed under it (a release or a
+#: purge racing it); each look is progress for someone else, so this only stops a livelock.
+_CHANGING_SLOTS_RETRIES = 16
 
 #: The most consumers one value may have. Every claim and ``holders()`` reads the current
 #: holders, and an AlreadyClaimedError names them all, so the cost of a claim grows with the
@@ -126,7 +159,9 @@ class ClaimRecord:
 
     ``consumer_id`` is stable across retries of the same consumer (inside
     Airflow: ``dag_id/run_id/task_id/map_index``); ``host`` and ``pid`` say
-    where the claim was made, for operators.
+    where the claim was made, for operators. Two records are the same claim
+    when consumer and ``claimed_at`` agree (:meth:`same_claim`): that is what
+    a release compares before it deletes.
     """
 
     consumer_id: str
@@ -135,21 +170,69 @@ class ClaimRecord:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
 
+    def same_claim(self, other: ClaimRecord | None) -> bool:
+        """``True`` if ``other`` is this very claim (not a later claim by the same consumer)."""
+        return (
+            other is not None
+            and other.consumer_id == self.consumer_id
+            and other.claimed_at == self.claimed_at
+            and other.slot == self.slot
+        )
+
     def to_json(self) -> bytes:
         data = asdict(self)
         data["claimed_at"] = self.claimed_at.isoformat()
         return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> ClaimRecord:
-        data = json.loads(raw)
-        return cls(
-            consumer_id=str(data["consumer_id"]),
-            claimed_at=datetime.fromisoformat(data["claimed_at"]),
-            slot=int(data.get("slot", 0)),
-            host=str(data.get("host", "")),
-            pid=int(data.get("pid", 0)),
-        )
+    def from_json(cls, raw: bytes | str, *, where: str = "a claim ledger") -> ClaimRecord:
+        """Parse a stored record; anything malformed is a :class:`MalformedRecordError`.
+
+        >>> ClaimRecord.from_json('{"consumer_id": "a", "claimed_at": "2026-01-01T00:00:00+00:00"}').slot
+        0
+        """
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise _malformed(raw, where, f"not JSON: {exc}") from exc
+        return cls.from_mapping(data, where=where, raw=raw)
+
+    @classmethod
+    def from_mapping(cls, data: object, *, where: str, raw: object = None) -> ClaimRecord:
+        """Build a record from stored fields (a JSON object or a database row), checking each."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a {type(data).__name__}, not an object")
+            consumer, claimed_at = data["consumer_id"], data["claimed_at"]
+            slot, host, pid = data.get("slot", 0), data.get("host", ""), data.get("pid", 0)
+            if not isinstance(consumer, str) or not consumer:
+                raise TypeError(f"consumer_id is {consumer!r}, not a non-empty string")
+            if not isinstance(claimed_at, str):
+                raise TypeError(f"claimed_at is {claimed_at!r}, not an ISO 8601 string")
+            moment = datetime.fromisoformat(claimed_at)
+            if moment.tzinfo is None:
+                raise ValueError(f"claimed_at {claimed_at!r} has no time zone")
+            for name, number in (("slot", slot), ("pid", pid)):
+                if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                    raise TypeError(f"{name} is {number!r}, not a non-negative integer")
+            if not isinstance(host, str):
+                raise TypeError(f"host is {host!r}, not a string")
+        except (ValueError, TypeError, KeyError) as exc:
+            problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise _malformed(data if raw is None else raw, where, problem) from exc
+        return cls(consumer_id=consumer, claimed_at=moment, slot=slot, host=host, pid=pid)
+
+
+def _malformed(raw: object, where: str, problem: str) -> MalformedRecordError:
+    return MalformedRecordError(
+        f"A claim record in {where} cannot be read ({problem}): {_excerpt(raw)}. Nothing was "
+        "handed out. The record was written by something other than taskflow-exclusive, or "
+        "damaged; inspect it, and if its holder is gone, remove it with `taskflow-exclusive "
+        "release` or by hand.",
+        kind="claim record",
+        where=where,
+        problem=problem,
+    )
 
 
 class ClaimLedger(ABC):
@@ -167,20 +250,29 @@ class ClaimLedger(ABC):
 
     @abstractmethod
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
-        """Atomically store ``record`` in ``slot`` if it is empty.
+        """Atomically store ``record`` in ``slot`` if the slot is free.
 
-        Return the record the slot holds afterwards: ``record`` itself if this
-        call created it, the existing holder otherwise, or ``None`` when the
-        slot was taken but emptied again before it could be read (released).
+        Return the record the slot holds afterwards: ``record`` itself (the
+        same object) if this call stored it, the existing holder otherwise,
+        or ``None`` when the slot was taken but emptied again before it could
+        be read (released or purged).
         """
 
     @abstractmethod
-    def _read(self, uri: str, slot: int) -> ClaimRecord | None:
-        """The record in ``slot``, or ``None``."""
+    def _list(self, uri: str) -> list[ClaimRecord]:
+        """Every current holder of the value, ordered by slot (one read, not one per slot)."""
 
     @abstractmethod
-    def _delete(self, uri: str, slot: int) -> bool:
-        """Empty ``slot``; ``True`` if it held a record."""
+    def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        """Free ``record.slot`` only if it still holds ``record`` (:meth:`ClaimRecord.same_claim`).
+
+        Atomic in the ledger's own primitive (compare-and-delete); ``True``
+        if this call freed the slot.
+        """
+
+    @abstractmethod
+    def _forget(self, uri: str) -> int:
+        """Delete every claim record of the value (it is being purged); return how many."""
 
     # -- generic logic, written once --------------------------------------------------------
 
@@ -191,46 +283,93 @@ class ClaimLedger(ABC):
         try). Raises :class:`AlreadyClaimedError` when all slots are held by
         other consumers.
         """
-        if not consumer_id:
-            raise ClaimError("A consumer id must be a non-empty string.")
-        holders: list[ClaimRecord] = []
-        for slot in range(max(1, int(max_claims))):
-            stored = self._claim_slot(uri, slot, consumer_id)
-            if stored.consumer_id == consumer_id:
-                return stored
-            holders.append(stored)
-        raise AlreadyClaimedError(uri, consumer_id, holders, self.describe())
+        consumer_id = check_consumer_id(consumer_id)
+        max_claims = check_max_claims(max_claims)
+        if max_claims == 1:
+            return self._claim_only_slot(uri, consumer_id)
+        for _ in range(_CHANGING_SLOTS_RETRIES + max_claims):
+            holders = self._list(uri)
+            mine = [record for record in holders if record.consumer_id == consumer_id]
+            if mine:
+                for duplicate in mine[1:]:  # left by two tries of this consumer racing each other
+                    self._delete_if_held(uri, duplicate)
+                return self._again(uri, mine[0])
+            if len(holders) >= max_claims:
+                raise AlreadyClaimedError(uri, consumer_id, holders, self.describe())
+            taken = {record.slot for record in holders}
+            free = next(slot for slot in range(max_claims) if slot not in taken)
+            record = ClaimRecord(consumer_id, slot=free)
+            stored = self._create_or_get(uri, free, record)
+            if stored is record:
+                return self._keep_lowest(uri, record)
+            if stored is not None and stored.consumer_id == consumer_id:
+                return self._again(uri, stored)
+            # Someone took the free slot first, or it changed under us: look again.
+        raise self._kept_changing(uri, consumer_id)
 
-    def _claim_slot(self, uri: str, slot: int, consumer_id: str) -> ClaimRecord:
-        for _ in range(_VANISHED_SLOT_RETRIES):
-            mine = ClaimRecord(consumer_id, slot=slot)
-            stored = self._create_or_get(uri, slot, mine)
-            if stored is not None:
-                if stored.consumer_id == consumer_id and stored != mine:
-                    log.info("%r claims %s again (first claimed at %s)", consumer_id, uri, stored.claimed_at)
-                return stored
-        raise ClaimError(
-            f"Slot {slot} of {uri} kept changing while {consumer_id!r} tried to claim it "
-            f"({self.describe()}); is something releasing claims in a loop?",
+    def _claim_only_slot(self, uri: str, consumer_id: str) -> ClaimRecord:
+        """``max_claims=1``: one atomic create, and for a loser one read of the holder."""
+        for _ in range(_CHANGING_SLOTS_RETRIES):
+            record = ClaimRecord(consumer_id, slot=0)
+            stored = self._create_or_get(uri, 0, record)
+            if stored is record:
+                return record
+            if stored is None:
+                continue  # released or purged between our create and read: try again
+            if stored.consumer_id == consumer_id:
+                return self._again(uri, stored)
+            raise AlreadyClaimedError(uri, consumer_id, [stored], self.describe())
+        raise self._kept_changing(uri, consumer_id)
+
+    def _keep_lowest(self, uri: str, record: ClaimRecord) -> ClaimRecord:
+        """After a new claim: if the same consumer (a concurrent try) also holds a lower slot,
+        free every other slot of this consumer and return the lowest.
+
+        Two concurrent tries of one consumer each list after creating; the later
+        list sees both records, so the duplicate never outlives the later try.
+        """
+        mine = [held for held in self._list(uri) if held.consumer_id == record.consumer_id]
+        if not mine or mine[0].slot >= record.slot:
+            return record
+        for duplicate in mine[1:]:
+            self._delete_if_held(uri, duplicate)
+        return mine[0]
+
+    def _again(self, uri: str, stored: ClaimRecord) -> ClaimRecord:
+        log.info("%r claims %s again (first claimed at %s)", stored.consumer_id, uri, stored.claimed_at)
+        return stored
+
+    def _kept_changing(self, uri: str, consumer_id: str) -> ClaimError:
+        return ClaimError(
+            f"The claims on {uri} kept changing while {consumer_id!r} tried to claim it "
+            f"({self.describe()}): is something releasing or purging claims in a loop? Nothing "
+            "was handed out; a retry is safe.",
             uri=uri,
         )
 
-    def holders(self, uri: str, max_claims: int = 1) -> list[ClaimRecord]:
+    def holders(self, uri: str) -> list[ClaimRecord]:
         """Every current claim on the value, by slot."""
-        found = (self._read(uri, slot) for slot in range(max(1, int(max_claims))))
-        return [record for record in found if record is not None]
+        return self._list(uri)
 
-    def release(self, uri: str, consumer_id: str, max_claims: int = 1, *, reason: str) -> ClaimRecord | None:
+    def release(self, uri: str, consumer_id: str, *, reason: str) -> ClaimRecord | None:
         """Free the slot ``consumer_id`` holds, so another consumer may claim the value.
 
         For operators, when a holder is gone for good; never called
         automatically. Logged at WARNING with the reason. Returns the
-        released record, or ``None`` if ``consumer_id`` held nothing.
+        released record, or ``None`` if ``consumer_id`` held nothing (or a
+        concurrent release freed it first: each claim is released at most once).
         """
-        if not reason or not reason.strip():
-            raise ClaimError("release() needs a reason; it is written to the log for the audit trail.")
-        for record in self.holders(uri, max_claims):
-            if record.consumer_id == consumer_id and self._delete(uri, record.slot):
+        consumer_id = check_consumer_id(consumer_id)
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidArgumentError(
+                "release() needs a reason; it is written to the log for the audit trail.",
+                argument="reason",
+                value=repr(reason),
+                expected="a non-empty explanation",
+            )
+        released = None
+        for record in self._list(uri):
+            if record.consumer_id == consumer_id and self._delete_if_held(uri, record):
                 log.warning(
                     "Released claim on %s held by %r since %s (slot %d, %s). Reason: %s",
                     uri,
@@ -240,30 +379,69 @@ class ClaimLedger(ABC):
                     self.describe(),
                     reason,
                 )
-                return record
-        return None
+                released = released or record
+        return released
 
-    def forget(self, uri: str, max_claims: int = 1) -> int:
+    def forget(self, uri: str) -> int:
         """Delete every claim on the value (when the value itself is purged)."""
-        return sum(self._delete(uri, slot) for slot in range(max(1, int(max_claims))))
+        return self._forget(uri)
+
+
+def _excerpt(raw: object, limit: int = 120) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 @contextmanager
-def reaching(ledger: str, uri: str) -> Iterator[None]:
-    """Report a failure to reach a ledger's store as :class:`ClaimStoreUnavailableError`.
+def reaching(
+    ledger: str,
+    uri: str,
+    misconfigured: Callable[[BaseException], str | None] = lambda exc: None,
+    unreachable: Callable[[BaseException], bool] = lambda exc: False,
+) -> Iterator[None]:
+    """Turn a ledger's failure into the error that tells the caller what to do.
 
-    Our own errors pass through unchanged; anything else (a refused
-    connection, a timeout, a server error) means the claim could not be
-    decided, so nothing was handed out and a retry is safe.
+    - :class:`ClaimStoreConfigError` when ``misconfigured(exc)`` names a fix
+      (wrong credentials, a missing database): a retry will not help;
+    - :class:`ClaimStoreUnavailableError` when the store could not be reached
+      (:func:`taskflow_exclusive.faults.is_unreachable`, or the ledger's own
+      ``unreachable(exc)``): nothing was handed out and a retry is safe;
+    - :class:`ClaimError` for anything else, with the original attached.
+
+    Our own errors pass through unchanged.
     """
     try:
         yield
     except ExclusiveError:
         raise
     except Exception as exc:
-        raise ClaimStoreUnavailableError(
-            f"Could not record or read a claim on {uri} in the {ledger}: {type(exc).__name__}: "
-            f"{exc}. No value was handed out; retry when the store is reachable.",
+        raise ledger_failure(ledger, uri, exc, misconfigured(exc), unreachable(exc)) from exc
+
+
+def ledger_failure(
+    ledger: str, uri: str, exc: BaseException, fix: str | None = None, unreachable: bool = False
+) -> ClaimError:
+    """The :class:`ClaimError` subclass for ``exc`` raised by ``ledger`` (see :func:`reaching`)."""
+    from taskflow_exclusive.faults import describe, is_unreachable
+
+    if fix is not None:
+        return ClaimStoreConfigError(
+            f"The {ledger} refused a claim on {uri}: {describe(exc)}. {fix} Nothing was handed "
+            "out; retrying will not help until this is fixed.",
             ledger=ledger,
             uri=uri,
-        ) from exc
+        )
+    if unreachable or is_unreachable(exc):
+        return ClaimStoreUnavailableError(
+            f"Could not record or read a claim on {uri} in the {ledger}: {describe(exc)}. No value "
+            "was handed out; retry when the store is reachable.",
+            ledger=ledger,
+            uri=uri,
+        )
+    return ClaimError(
+        f"The {ledger} failed unexpectedly on a claim on {uri}: {describe(exc)}. No value was "
+        "handed out. This is neither a known outage nor a known misconfiguration; please report it "
+        "with the traceback.",
+        ledger=ledger,
+        uri=uri,
+    )

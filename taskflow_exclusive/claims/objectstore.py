@@ -1,11 +1,20 @@
 """The default claim ledger: claim records beside the value, in the object store itself.
 
-Slot ``i`` of a value is the object ``<stem>.claims/slot-<i>.json`` next to
-the value, created with the store's atomic create-if-absent (``os.link`` on
-local disk, ``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS; see
+Slot ``i`` of a value is held by an object in ``<stem>.claims/`` next to the
+value, created with the store's atomic create-if-absent (``os.link`` on local
+disk, ``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS; see
 :mod:`taskflow_exclusive.atomic`). Before the first claim on an S3 or GCS
 bucket, the ledger checks once per process that the server really refuses a
 second create, and refuses to work (:class:`StorageConfigError`) if it does not.
+
+Records are never overwritten or deleted while the value lives, because an
+object store has no portable compare-and-delete. Instead each slot has
+generations: the first holder of slot ``i`` creates ``slot-<i>.json``; a
+release creates the marker ``slot-<i>.released.json`` (create-if-absent
+again, so two releases of one holder free the slot once); the next holder
+creates ``slot-<i>.g1.json``, and so on. The live record of a slot is its
+highest generation without a marker. Every step is one atomic create, so a
+release can only ever free the very record it read.
 
 Crash semantics: a claim record is complete the moment it exists; a consumer
 killed after claiming keeps its claim, and its retry (same consumer id) gets
@@ -25,7 +34,7 @@ from taskflow_exclusive import atomic
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord, reaching
 from taskflow_exclusive.errors import ExclusiveError
 from taskflow_exclusive.filesystems import parse_storage_url
-from taskflow_exclusive.layout import ObjectPaths
+from taskflow_exclusive.layout import ObjectPaths, parse_claim_name
 from taskflow_exclusive.storage import Store
 
 __all__ = ["ObjectStoreLedger"]
@@ -55,19 +64,70 @@ class ObjectStoreLedger(ClaimLedger):
 
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
         paths = self._paths(uri)
-        path = paths.claim_slot(slot)
         with reaching(self.describe(), uri):
             atomic.ensure_create_is_atomic(self.store.fs, paths.folder, self.store.describe())
-            if self.store.create_if_absent(path, record.to_json()):
-                return record
-            existing = self.store.read_small(path)
-        return None if existing is None else ClaimRecord.from_json(existing)
+            generation = 0
+            while True:
+                path = paths.claim_record(slot, generation)
+                if self.store.create_if_absent(path, record.to_json()):
+                    return record
+                existing = self._record_at(path)
+                if existing is None:
+                    return None  # the value's claims were purged under us
+                if not self.store.exists(paths.release_marker(slot, generation)):
+                    return existing
+                generation += 1  # that holder was released: the slot is free one generation on
 
-    def _read(self, uri: str, slot: int) -> ClaimRecord | None:
+    def _list(self, uri: str) -> list[ClaimRecord]:
+        paths = self._paths(uri)
         with reaching(self.describe(), uri):
-            existing = self.store.read_small(self._paths(uri).claim_slot(slot))
-        return None if existing is None else ClaimRecord.from_json(existing)
+            names = [entry.rpartition("/")[2] for entry in self.store.list_folder(paths.claims_folder)]
+            newest: dict[int, int] = {}
+            released: set[tuple[int, int]] = set()
+            for parsed in filter(None, map(parse_claim_name, names)):
+                slot, generation, is_marker = parsed
+                if is_marker:
+                    released.add((slot, generation))
+                else:
+                    newest[slot] = max(generation, newest.get(slot, 0))
+            holders = []
+            for slot, generation in sorted(newest.items()):
+                if (slot, generation) in released:
+                    continue
+                record = self._record_at(paths.claim_record(slot, generation))
+                if record is not None:
+                    holders.append(record)
+        return holders
 
-    def _delete(self, uri: str, slot: int) -> bool:
+    def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        paths = self._paths(uri)
         with reaching(self.describe(), uri):
-            return self.store.remove([self._paths(uri).claim_slot(slot)]) > 0
+            generation = 0
+            while True:
+                stored = self._record_at(paths.claim_record(record.slot, generation))
+                if stored is None:
+                    return False  # the slot is free (or purged): nothing of this record to release
+                marker = paths.release_marker(record.slot, generation)
+                if not self.store.exists(marker):
+                    return record.same_claim(stored) and self.store.create_if_absent(marker, b"{}")
+                generation += 1
+
+    def _forget(self, uri: str) -> int:
+        folder = self._paths(uri).claims_folder
+        removed = 0
+        with reaching(self.describe(), uri):
+            # A claim racing the purge may create a record while the folder is being removed
+            # (its claimer then finds the value gone); look again, and leave what still
+            # appears to `taskflow-exclusive cleanup` rather than fail the purge.
+            for _ in range(3):
+                removed += self.store.remove(self.store.list_folder(folder))
+                try:
+                    self.store.remove([folder], recursive=True)
+                    break
+                except OSError:
+                    continue
+        return removed
+
+    def _record_at(self, path: str) -> ClaimRecord | None:
+        raw = self.store.read_small(path)
+        return None if raw is None else ClaimRecord.from_json(raw, where=self.store.uri(path))

@@ -5,20 +5,22 @@ with an Airflow connection id whose ``conn_type`` is ``redis`` (see
 :mod:`taskflow_exclusive.claims.specs` for what a handle records: never a
 password).
 
-Slot ``i`` of the value at ``uri`` is the key
-``<prefix>:claim:<sha256 of uri>:<i>`` holding the :class:`ClaimRecord`
-JSON (consumer id, time, host, pid). The prefix defaults to
-``taskflow_exclusive``; set it with ``?prefix=...`` in the URL or the
-connection extra ``claims_prefix``. Keys never expire: a claim must not
+The claims on the value at ``uri`` are one Redis hash,
+``<prefix>:claims:<sha256 of uri>``, whose field ``<i>`` holds slot ``i``'s
+:class:`ClaimRecord` JSON (consumer id, time, host, pid). The prefix
+defaults to ``taskflow_exclusive``; set it with ``?prefix=...`` in the URL or
+the connection extra ``claims_prefix``. Keys never expire: a claim must not
 vanish under its holder.
 
-A claim is one round trip running::
+Each operation is one round trip, atomic on the server:
 
-    if redis.call('SET', key, record, 'NX') then return {1, record} end
-    return {0, redis.call('GET', key)}
-
-so the winner is decided by ``SET NX`` and a loser learns the holder in the
-same atomic step.
+- claim: ``HSETNX`` in a Lua script that returns the holder when the slot
+  is taken (``{1, record}`` or ``{0, holder}``), so a loser learns the
+  holder in the same step;
+- holders: ``HGETALL`` (cost grows with holders, not with ``max_claims``);
+- release: a Lua compare-and-delete that removes the field only if it still
+  holds the same consumer and claim time, so two releases free one slot;
+- purge: ``DEL`` of the hash.
 
 Faults: connecting and every command time out after 5 s
 (``socket_connect_timeout`` / ``socket_timeout`` in the URL change that); a
@@ -49,7 +51,7 @@ from typing import Any
 
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord, reaching
 from taskflow_exclusive.claims.specs import LedgerTarget, opened_once, query_options, resolve_spec
-from taskflow_exclusive.errors import StorageConfigError
+from taskflow_exclusive.errors import MalformedRecordError, StorageConfigError
 
 __all__ = ["DEFAULT_PREFIX", "RedisLedger", "open_redis_ledger"]
 
@@ -59,10 +61,29 @@ DEFAULT_PREFIX = "taskflow_exclusive"
 DEFAULT_TIMEOUT = 5.0
 
 _CLAIM_SCRIPT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-    return {1, ARGV[1]}
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+    return {1, ARGV[2]}
 end
-return {0, redis.call('GET', KEYS[1])}
+return {0, redis.call('HGET', KEYS[1], ARGV[1])}
+"""
+
+# Returns 1 if the field held the claim (consumer ARGV[2], time ARGV[3]) and was deleted,
+# 0 if it holds something else or nothing, -1 if it holds something that is not a record.
+_RELEASE_SCRIPT = """
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return 0 end
+local ok, record = pcall(cjson.decode, stored)
+if not ok or type(record) ~= 'table' then return -1 end
+if record['consumer_id'] == ARGV[2] and record['claimed_at'] == ARGV[3] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+_FORGET_SCRIPT = """
+local count = redis.call('HLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return count
 """
 
 
@@ -77,29 +98,61 @@ class RedisLedger(ClaimLedger):
         self._shown = target.shown
         self._client = _client(url, options, self._shown)
         self._claim = self._client.register_script(_CLAIM_SCRIPT)
+        self._release = self._client.register_script(_RELEASE_SCRIPT)
+        self._forget_all = self._client.register_script(_FORGET_SCRIPT)
         self._durability_checked = threading.Event()
 
     def describe(self) -> str:
         return f"Redis ledger {self._shown}"
 
-    def key(self, uri: str, slot: int) -> str:
-        """The Redis key of ``slot`` for the value at ``uri``."""
-        return f"{self.prefix}:claim:{hashlib.sha256(uri.encode()).hexdigest()}:{int(slot)}"
+    def key(self, uri: str) -> str:
+        """The Redis hash holding the claims on the value at ``uri`` (one field per slot)."""
+        return f"{self.prefix}:claims:{hashlib.sha256(uri.encode()).hexdigest()}"
 
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
-        with reaching(self.describe(), uri):
+        with self._reaching(uri):
             self._warn_if_volatile()
-            _, stored = self._claim(keys=[self.key(uri, slot)], args=[record.to_json()])
-        return None if stored is None else ClaimRecord.from_json(stored)
+            created, stored = self._claim(keys=[self.key(uri)], args=[int(slot), record.to_json()])
+        if created:
+            return record
+        return None if stored is None else ClaimRecord.from_json(stored, where=self._where(uri, slot))
 
-    def _read(self, uri: str, slot: int) -> ClaimRecord | None:
-        with reaching(self.describe(), uri):
-            stored = self._client.get(self.key(uri, slot))
-        return None if stored is None else ClaimRecord.from_json(stored)
+    def _list(self, uri: str) -> list[ClaimRecord]:
+        with self._reaching(uri):
+            fields = self._client.hgetall(self.key(uri))
+        records = [
+            ClaimRecord.from_json(raw, where=self._where(uri, field.decode(errors="replace")))
+            for field, raw in fields.items()
+        ]
+        return sorted(records, key=lambda record: record.slot)
 
-    def _delete(self, uri: str, slot: int) -> bool:
-        with reaching(self.describe(), uri):
-            return bool(self._client.delete(self.key(uri, slot)))
+    def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        with self._reaching(uri):
+            outcome = self._release(
+                keys=[self.key(uri)],
+                args=[int(record.slot), record.consumer_id, record.claimed_at.isoformat()],
+            )
+        if outcome == -1:
+            raise MalformedRecordError(
+                f"Slot {record.slot} of the claims on {uri} in {self.describe()} does not hold a "
+                "claim record; nothing was released. Inspect the hash field with HGET.",
+                kind="claim record",
+                where=self._where(uri, record.slot),
+                problem="not a JSON object",
+            )
+        return outcome == 1
+
+    def _forget(self, uri: str) -> int:
+        with self._reaching(uri):
+            return int(self._forget_all(keys=[self.key(uri)]))
+
+    def _where(self, uri: str, slot: object) -> str:
+        return f"{self.describe()}, hash {self.key(uri)} field {slot} (value {uri})"
+
+    def _reaching(self, uri: str):
+        return reaching(
+            self.describe(), uri, misconfigured=_redis_misconfigured, unreachable=_redis_unreachable
+        )
 
     def _warn_if_volatile(self) -> None:
         """Warn once when the server would forget claims on restart (AOF off)."""
@@ -119,6 +172,31 @@ class RedisLedger(ClaimLedger):
                 "(appendfsync always) on the Redis that holds claims.",
                 self.describe(),
             )
+
+
+def _redis_misconfigured(exc: BaseException) -> str | None:
+    """What to fix when Redis refused for a reason a retry will not cure, else ``None``."""
+    name = type(exc).__name__
+    text = str(exc)
+    if "Authentication" in name or text.startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+        return (
+            "Check the password (and ACL user) in the claims URL or the Airflow connection, and that "
+            "the user may run EVALSHA, HSETNX, HGET, HGETALL, HDEL and DEL on the prefix's keys."
+        )
+    if name == "ResponseError" and not _redis_unreachable(exc):
+        return (
+            "Redis rejected the command: the claims key may hold another type (a prefix shared "
+            "with something else: set ?prefix=...), or scripting is disabled on this server."
+        )
+    return None
+
+
+# Replies that mean "this server cannot serve you right now" (loading, busy, failing over, full).
+_REDIS_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM")
+
+
+def _redis_unreachable(exc: BaseException) -> bool:
+    return type(exc).__name__ == "ResponseError" and str(exc).startswith(_REDIS_TRANSIENT)
 
 
 def _client(url: str, options: dict[str, Any], shown: str) -> Any:

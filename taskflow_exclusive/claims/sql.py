@@ -54,9 +54,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord, reaching
@@ -142,7 +140,7 @@ class SqlLedger(ClaimLedger):
     def value_key(uri: str) -> str:
         return hashlib.sha256(uri.encode()).hexdigest()
 
-    # -- the three primitives ------------------------------------------------------------------
+    # -- the four primitives -------------------------------------------------------------------
 
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
         key = self.value_key(uri)
@@ -159,29 +157,49 @@ class SqlLedger(ClaimLedger):
             self._ensure_table()
             if self._try_insert(row):
                 return record
-            return self._call(lambda conn: self._select(conn, key, slot))
+            found = self._call(lambda conn: conn.execute(self._statements["select"], row).first())
+        return None if found is None else self._record(found, uri)
 
-    def _read(self, uri: str, slot: int) -> ClaimRecord | None:
+    def _list(self, uri: str) -> list[ClaimRecord]:
         with self._reaching(uri):
             self._ensure_table()
-            return self._call(lambda conn: self._select(conn, self.value_key(uri), slot))
+            rows = self._call(
+                lambda conn: conn.execute(self._statements["list"], {"value_key": self.value_key(uri)}).all()
+            )
+        return [self._record(row, uri) for row in rows]
 
-    def _delete(self, uri: str, slot: int) -> bool:
-        parameters = {"key": self.value_key(uri), "slot": int(slot)}
+    def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        parameters = {
+            "value_key": self.value_key(uri),
+            "slot": int(record.slot),
+            "consumer_id": record.consumer_id,
+            "claimed_at": record.claimed_at.isoformat(),
+        }
         with self._reaching(uri):
             self._ensure_table()
-            return self._call(lambda conn: conn.execute(self._statements["delete"], parameters).rowcount) > 0
+            deleted = self._call(lambda conn: conn.execute(self._statements["release"], parameters).rowcount)
+        return deleted == 1
 
-    @contextmanager
-    def _reaching(self, uri: str) -> Iterator[None]:
-        """Failures to reach the database, told briefly (the driver's message, no SQL)."""
-        from sqlalchemy import exc as sa_exc
+    def _forget(self, uri: str) -> int:
+        with self._reaching(uri):
+            self._ensure_table()
+            return int(
+                self._call(
+                    lambda conn: (
+                        conn.execute(self._statements["forget"], {"value_key": self.value_key(uri)}).rowcount
+                    )
+                )
+            )
 
-        with reaching(self.describe(), uri):
-            try:
-                yield
-            except sa_exc.DBAPIError as error:
-                raise DatabaseError(_brief(error)) from error
+    def _record(self, row: Any, uri: str) -> ClaimRecord:
+        return ClaimRecord.from_mapping(
+            {**row._asdict(), "host": row.host or ""},
+            where=f"{self.describe()}, row slot={row.slot} of {uri}",
+        )
+
+    def _reaching(self, uri: str) -> Any:
+        """Failures told as outages (retry) or misconfigurations (fix), briefly and without SQL."""
+        return reaching(self.describe(), uri, misconfigured=_misconfigured, unreachable=_unreachable)
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -200,18 +218,6 @@ class SqlLedger(ClaimLedger):
         # PostgreSQL and SQLite: ON CONFLICT DO NOTHING; MySQL: a duplicate raises (_try_insert).
         result = conn.execute(self._statements["insert"], row)
         return self.dialect == "mysql" or result.rowcount == 1
-
-    def _select(self, conn: Any, key: str, slot: int) -> ClaimRecord | None:
-        found = conn.execute(self._statements["select"], {"key": key, "slot": int(slot)}).first()
-        if found is None:
-            return None
-        return ClaimRecord(
-            consumer_id=found.consumer_id,
-            claimed_at=datetime.fromisoformat(found.claimed_at),
-            slot=int(slot),
-            host=found.host or "",
-            pid=int(found.pid or 0),
-        )
 
     def _ensure_table(self) -> None:
         """Create the claims table once per process, safely when many processes do it at once.
@@ -280,10 +286,6 @@ class SqlLedger(ClaimLedger):
             return result
 
 
-class DatabaseError(Exception):
-    """What the database driver reported, briefly (becomes ClaimStoreUnavailableError's cause)."""
-
-
 def _statements(table: Any, dialect: str) -> dict[str, Any]:
     """The ledger's statements, built once (values are bound at execution)."""
     from sqlalchemy import bindparam, delete, insert, select
@@ -294,17 +296,25 @@ def _statements(table: Any, dialect: str) -> dict[str, Any]:
         from sqlalchemy.dialects.sqlite import insert as insert_unless_taken
     else:
         insert_unless_taken = None
-    this_slot = (table.c.value_key == bindparam("key"), table.c.slot == bindparam("slot"))
+    c = table.c
+    this_value = c.value_key == bindparam("value_key")
+    this_slot = (this_value, c.slot == bindparam("slot"))
+    fields = (c.slot, c.consumer_id, c.claimed_at, c.host, c.pid)
     return {
         "insert": (
             insert_unless_taken(table).on_conflict_do_nothing()
             if insert_unless_taken is not None
             else insert(table)
         ),
-        "select": select(table.c.consumer_id, table.c.claimed_at, table.c.host, table.c.pid).where(
-            *this_slot
+        "select": select(*fields).where(*this_slot),
+        "list": select(*fields).where(this_value).order_by(c.slot),
+        # Compare-and-delete: only the very claim that was read (consumer and time) is freed.
+        "release": delete(table).where(
+            *this_slot,
+            c.consumer_id == bindparam("consumer_id"),
+            c.claimed_at == bindparam("claimed_at"),
         ),
-        "delete": delete(table).where(*this_slot),
+        "forget": delete(table).where(this_value),
     }
 
 
@@ -462,11 +472,81 @@ _watchdog = _Watchdog()
 os.register_at_fork(after_in_child=_watchdog.forget)
 
 
-def _brief(error: Any) -> str:
-    """The driver's own error, first line only (SQLAlchemy's text adds the SQL and a link)."""
-    original = getattr(error, "orig", None) or error
-    lines = str(original).strip().splitlines() or [""]
-    return f"{type(original).__name__}: {lines[0]}"
+# SQLSTATE classes and MySQL error codes that a retry will not cure, with what to fix.
+_PERMANENT_SQLSTATE = {
+    "28": "Check the user and password in the claims URL or the Airflow connection.",
+    "3D": "The database named in the claims URL does not exist: create it or fix the name.",
+    "42": (
+        "The claims table has another shape or the user lacks privileges on it: give the ledger a "
+        "table of its own (?table=...) and grant the user CREATE, SELECT, INSERT and DELETE."
+    ),
+    "22": "The database cannot store a value of this claim (consumer id, host): check its encoding.",
+    "23": "The claims table has a constraint the ledger does not expect: give it a table of its own.",
+}
+_PERMANENT_MYSQL = {
+    1044: _PERMANENT_SQLSTATE["28"],
+    1045: _PERMANENT_SQLSTATE["28"],
+    1049: _PERMANENT_SQLSTATE["3D"],
+    1054: _PERMANENT_SQLSTATE["42"],
+    1142: _PERMANENT_SQLSTATE["42"],
+    1146: _PERMANENT_SQLSTATE["42"],
+    1366: _PERMANENT_SQLSTATE["22"],
+    1406: _PERMANENT_SQLSTATE["22"],
+}
+_PERMANENT_SQLITE = {
+    "unable to open database file": (
+        "The SQLite file cannot be opened: its folder must exist and be writable by every worker."
+    ),
+    "readonly database": "The SQLite file is read-only for this user: make it writable.",
+    "no such table": _PERMANENT_SQLSTATE["42"],
+    "no such column": _PERMANENT_SQLSTATE["42"],
+    "has no column": _PERMANENT_SQLSTATE["42"],
+    "file is not a database": "The SQLite path names a file that is not a database: point it elsewhere.",
+}
+_PERMANENT_CONNECT_TEXT = {
+    "password authentication failed": _PERMANENT_SQLSTATE["28"],
+    "no password supplied": _PERMANENT_SQLSTATE["28"],
+    "role": _PERMANENT_SQLSTATE["28"],
+    "database": _PERMANENT_SQLSTATE["3D"],
+}
+
+
+def _misconfigured(exc: BaseException) -> str | None:
+    """What to fix when the database refused for a reason a retry will not cure, else ``None``."""
+    from sqlalchemy import exc as sa_exc
+
+    if not isinstance(exc, sa_exc.DBAPIError) or exc.connection_invalidated:
+        return None
+    original = exc.orig
+    sqlstate = getattr(original, "sqlstate", None)
+    text = str(original).lower()
+    candidates = [
+        _PERMANENT_SQLSTATE.get(sqlstate[:2]) if isinstance(sqlstate, str) else None,
+        _PERMANENT_MYSQL.get(_driver_code(exc)),  # type: ignore[arg-type]
+        *(
+            fix
+            for phrase, fix in _PERMANENT_SQLITE.items()
+            if type(original).__module__ == "sqlite3" and phrase in text
+        ),
+        # psycopg reports a refused login before any SQLSTATE exists: read its words.
+        *(
+            fix
+            for phrase, fix in _PERMANENT_CONNECT_TEXT.items()
+            if phrase in text and ("does not exist" in text or "password" in text)
+        ),
+    ]
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
+        candidates.append(_PERMANENT_SQLSTATE["42"])
+    return next((fix for fix in candidates if fix), None)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Operational and interface errors (not refused logins: see ``_misconfigured``) are outages."""
+    from sqlalchemy import exc as sa_exc
+
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    )
 
 
 def open_sql_ledger(spec: str) -> SqlLedger:
