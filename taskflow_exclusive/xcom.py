@@ -33,7 +33,12 @@ Where it does better than common-io's ``XComObjectStorageBackend``:
 - a missing object raises :class:`ObjectMissingError` instead of returning a
   path string;
 - ``purge`` (called by Airflow when a task is retried) removes the object, its
-  manifest and its claim records;
+  manifest and its claim records, and only what that XCom row stored itself: a
+  handle a plain task passes along (``return [upstream_handle]``) still belongs
+  to the upstream task's consumers and is left alone;
+- a reference row that is not exactly what the backend wrote (fields, handle,
+  a path outside ``<dag>/<run>/<task>/<map_index>/xcom/<key>/``) raises
+  :class:`MalformedRecordError` and is never followed;
 - values are streamed to storage; the size of bytes, strings, arrays and
   frames is known without encoding them, and other values are measured with
   an encoder that stops at the threshold.
@@ -56,6 +61,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +79,7 @@ MARKER = "__taskflow_exclusive__"
 REFERENCE = "xcom-ref/1"
 ESCAPED = "xcom-escaped/1"
 XCOM_FOLDER = "xcom"
+_MAP_INDEX = re.compile(r"^(?:-1|0|[1-9][0-9]{0,9})$")
 
 
 @dataclass(frozen=True)
@@ -163,9 +170,12 @@ class ExclusiveXCom(BaseXCom):
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
-        """Remove what an XCom row refers to: object, manifest and claim records.
+        """Remove what an XCom row stored itself: object, manifest and claim records.
 
-        Called by Airflow at the start of a retry for the previous try's XComs.
+        That is the row's offloaded object, or handles of values its own task
+        instance published; handles of other tasks' values it merely carries are
+        never purged. Called by Airflow (through :meth:`delete`) at the start of a
+        retry for the previous try's XComs.
         Failures are logged, not raised: a leftover object must not stop a retry.
         """
         try:
@@ -214,7 +224,7 @@ class ExclusiveXCom(BaseXCom):
                 uri=None,
                 written_on=None,
             )
-        reference = _reference_in(stored)
+        reference = _reference_in(stored, where)
         if reference is not None:
             return reference.claim(consumer_id)
         value = BaseXCom.deserialize_value(_Wrapped(_unescaped(stored)))
@@ -342,29 +352,136 @@ def _offload(
     return {MARKER: REFERENCE, "key": where.key, "handle": handle.to_dict()}
 
 
-def _reference_in(stored: Any) -> ExclusiveHandle | None:
-    """The handle in a reference this backend wrote, or ``None`` for any other value."""
+def _reference_in(stored: Any, where: _Coordinates | None = None) -> ExclusiveHandle | None:
+    """The handle in a reference this backend wrote, or ``None`` for any other value.
+
+    A row carrying the reference marker must be exactly what :func:`_offload` writes:
+    ``{marker, "key", "handle"}``, a well-formed handle, and an object in the backend's own
+    layout ``<base>/<dag>/<run>/<task>/<map_index>/xcom/<key>/<stem>.<ext>`` for the row's
+    key (and, when ``where`` is known, for that very task instance). Anything else raises
+    :class:`MalformedRecordError`: it is never followed.
+    """
     if not (isinstance(stored, dict) and stored.get(MARKER) == REFERENCE):
         return None
     from taskflow_exclusive.handle import ExclusiveHandle
 
-    return ExclusiveHandle.from_dict(stored["handle"])
+    key = stored.get("key")
+    row = _row_name(key, where)
+    fields = set(stored) - {MARKER}
+    if fields != {"key", "handle"}:
+        raise _malformed_row(row, f"its fields are {sorted(map(str, fields))}, not ['handle', 'key']")
+    if not isinstance(key, str) or not key:
+        raise _malformed_row(row, f"its key is {_shown(key)}, not a non-empty string")
+    handle = ExclusiveHandle.from_dict(stored["handle"], where=f"the reference in {row}")
+    written_for = _reference_folder(handle)
+    if written_for is None:
+        raise _malformed_row(
+            row,
+            f"its handle points at {handle.uri}, outside the backend's layout "
+            f"<base>/<dag>/<run>/<task>/<map_index>/{XCOM_FOLDER}/<key>/<stem>.<ext>",
+        )
+    if written_for[-1] != _encode(key):
+        raise _malformed_row(row, f"its handle points at {handle.uri}, which holds another key")
+    if where is not None and written_for != _encoded_folder(where):
+        raise _malformed_row(
+            row, f"its handle points at {handle.uri}, which another task instance (or key) wrote"
+        )
+    return handle
+
+
+def _reference_folder(handle: ExclusiveHandle) -> tuple[str, ...] | None:
+    """``(dag, run, task, map_index, key)`` as encoded in an offloaded value's path, else ``None``."""
+    folder = _folder_segments(handle, 7)
+    if folder is None or folder[4] != XCOM_FOLDER or not _MAP_INDEX.match(folder[3]):
+        return None
+    return (*folder[:4], folder[5])
+
+
+def _folder_segments(handle: ExclusiveHandle, count: int) -> tuple[str, ...] | None:
+    """The last ``count - 1`` folder segments of a stored value's path (checked name), else ``None``."""
+    from taskflow_exclusive.errors import ExclusiveError
+    from taskflow_exclusive.filesystems import parse_storage_url
+    from taskflow_exclusive.layout import ObjectPaths
+
+    try:
+        location = parse_storage_url(handle.uri, source="XCom")
+        ObjectPaths.from_data_path(location.path, uri=handle.uri)
+    except ExclusiveError:
+        return None
+    segments = location.path.split("/")
+    if len(segments) <= count:  # the base (bucket or root) comes first
+        return None
+    return tuple(segments[-count:-1])
+
+
+def _encoded_folder(where: _Coordinates) -> tuple[str, ...]:
+    return (
+        _encode(where.dag_id),
+        _encode(where.run_id),
+        _encode(where.task_id),
+        str(where.map_index),
+        _encode(where.key),
+    )
+
+
+def _encode(segment: str) -> str:
+    from taskflow_exclusive.layout import encode_segment
+
+    return encode_segment(segment)
+
+
+def _published_by(handle: ExclusiveHandle, where: _Coordinates) -> bool:
+    """Whether ``handle`` is a value the task instance at ``where`` published itself."""
+    folder = _folder_segments(handle, 5)
+    return folder is not None and folder == _encoded_folder(where)[:4]
+
+
+def _row_name(key: Any, where: _Coordinates | None) -> str:
+    name = f"XCom {_shown(key)}" if isinstance(key, str) else "an XCom row"
+    if where is None:
+        return name
+    return f"{name} of task {where.task_id!r} (map_index {where.map_index}) in DAG {where.dag_id!r}"
+
+
+def _malformed_row(row: str, problem: str) -> Exception:
+    from taskflow_exclusive.errors import MalformedRecordError
+
+    return MalformedRecordError(
+        f"{row[0].upper()}{row[1:]} carries the taskflow-exclusive marker but is not a row "
+        f"ExclusiveXCom wrote: {problem}. It is not followed; was the row edited by hand, or "
+        "written by another tool?",
+        kind="XCom row",
+        where=row,
+        problem=problem,
+    )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unescaped(stored: Any) -> Any:
-    if isinstance(stored, dict) and stored.get(MARKER) == ESCAPED:
-        return stored["value"]
-    if isinstance(stored, dict) and MARKER in stored:
-        from taskflow_exclusive.errors import IntegrityError
-
-        raise IntegrityError(
-            f"XCom value carries an unknown taskflow-exclusive marker {stored.get(MARKER)!r}; it was "
-            "not written by this version of ExclusiveXCom and is not followed.",
-            uri=None,
-            expected=[REFERENCE, ESCAPED],
-            actual=stored.get(MARKER),
-        )
-    return stored
+    if not (isinstance(stored, dict) and MARKER in stored):
+        return stored
+    marker = stored.get(MARKER)
+    if marker == ESCAPED:
+        value = stored.get("value")
+        if set(stored) != {MARKER, "value"} or not (isinstance(value, dict) and MARKER in value):
+            raise _malformed_row(
+                "an XCom row",
+                f"an escaped value must be exactly {{marker, 'value': <a dict holding the marker>}}, "
+                f"got fields {sorted(map(str, stored))}",
+            )
+        return value
+    raise _malformed_row(
+        "an XCom row",
+        f"its marker {_shown(marker)} is unknown (expected {REFERENCE!r} or {ESCAPED!r}; "
+        "a newer taskflow-exclusive may have written it)",
+    )
 
 
 def _xcom_store() -> Store:
@@ -405,18 +522,59 @@ def _mentions_handles(stored: Any) -> bool:
     return "ExclusiveHandle" in json.dumps(stored, default=str)
 
 
-def _purge(stored: Any, where: _Coordinates | None) -> None:
-    reference = _reference_in(stored) if isinstance(stored, dict) else None
-    if reference is not None:
-        reference.purge()
-    elif _mentions_handles(stored):
-        from taskflow_exclusive.handle import ExclusiveHandle
+def _handles_within(value: Any) -> list[ExclusiveHandle]:
+    """Every handle in ``value``, however deeply nested in lists, tuples, sets and dicts."""
+    from taskflow_exclusive.handle import ExclusiveHandle
 
-        value = BaseXCom.deserialize_value(_Wrapped(stored))
-        handles = value if isinstance(value, (list, tuple)) else [value]
-        for handle in handles:
-            if isinstance(handle, ExclusiveHandle):
-                handle.purge()
-    if where is not None:
-        store = _xcom_store()
-        store.remove([_key_folder(store, where)], recursive=True)
+    found: list[ExclusiveHandle] = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, ExclusiveHandle):
+            found.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+    return found
+
+
+def _owned(stored: Any, where: _Coordinates) -> list[ExclusiveHandle]:
+    """What the XCom row at ``where`` stored itself, and only that.
+
+    Its offloaded object (a reference to this row's own folder), or handles of values its
+    own task instance published. A handle the row merely carries (an upstream task's value
+    passed along by a plain task) belongs to that task's consumers and is never returned.
+    """
+    from taskflow_exclusive.errors import MalformedRecordError
+
+    if isinstance(stored, dict) and MARKER in stored:
+        try:
+            reference = _reference_in(stored, where)
+        except MalformedRecordError as exc:
+            log.warning("Not purging what XCom %r refers to: %s", where.key, exc)
+            return []
+        return [] if reference is None else [reference]
+    if not _mentions_handles(stored):
+        return []
+    value = BaseXCom.deserialize_value(_Wrapped(stored))
+    handles = _handles_within(value)
+    owned = [handle for handle in handles if _published_by(handle, where)]
+    if len(owned) < len(handles):
+        log.info(
+            "XCom %r of %s carries %d handle(s) published by other tasks: left to their consumers",
+            where.key,
+            where.task_id,
+            len(handles) - len(owned),
+        )
+    return owned
+
+
+def _purge(stored: Any, where: _Coordinates | None) -> None:
+    if where is None:  # only delete() knows whose row this is; nothing can be attributed without it
+        log.warning("ExclusiveXCom.purge() called outside delete(): nothing removed from storage")
+        return
+    for handle in _owned(stored, where):
+        handle.purge()
+    store = _xcom_store()
+    store.remove([_key_folder(store, where)], recursive=True)
