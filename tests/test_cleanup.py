@@ -64,14 +64,17 @@ def test_removal_takes_the_leftovers_and_leaves_values_and_foreign_files(storage
     folder = "_local/mixed"
     planted = {
         _plant(store, f"{folder}/{uuid.uuid4().hex}.bin"): DATA,
-        _plant(store, f"{folder}/try2-{uuid.uuid4().hex}.parquet"): DATA,
+        _plant(store, f"etl/run/load/-1/try2-{uuid.uuid4().hex}.parquet"): DATA,
         _plant(store, f"{folder}/{uuid.uuid4().hex}.claims/slot-0.json", b"{}"): CLAIMS,
-        _plant(store, f"{folder}/.taskflow-exclusive-probe/{uuid.uuid4().hex}"): PROBE,
     }
+    probe = _plant(store, f"{folder}/.taskflow-exclusive-probe/{uuid.uuid4().hex}")
+    if store.location.protocol in ("s3", "gs"):
+        planted[probe] = PROBE  # probes are made on object stores only
     foreign = [
         _plant(store, f"{folder}/notes.txt"),
         _plant(store, f"{folder}/report.json"),
         _plant(store, f"{folder}/{uuid.uuid4().hex[:30]}.json"),  # not a stem this library writes
+        _plant(store, f"{folder}/try2-{uuid.uuid4().hex}.parquet"),  # no try number outside Airflow
     ]
     removed = remove_uncommitted(storage_url, older_than=NOW, now=_in_two_hours())
     assert {r.path: r.kind for r in removed} == planted
