@@ -11,8 +11,14 @@ Steps, in order, so that nothing half-done is ever claimable:
    (errors here have written nothing);
 2. stream the serialized value to ``<folder>/<stem>.<ext>``, hashing as it goes
    (a failure discards the partial object);
-3. publish the manifest ``<stem>.manifest.json`` atomically: the commit point;
+3. publish the manifest ``<stem>.manifest.json`` atomically: the commit point
+   (if it cannot be written, the value is removed as well);
 4. return the :class:`ExclusiveHandle`.
+
+A store that refuses a write (full, read-only, a name too long, a file where
+a folder should be, unreachable) raises :class:`StorageWriteError` saying what
+to fix; a name too long is reported as the setting it came from (``run_id``,
+``label``).
 
 Inside Airflow, the first publish of a retried task also removes what its
 earlier tries wrote.
@@ -114,7 +120,8 @@ class ExclusiveOutput:
             extension = f"{extension}.{codecs.extension_for(self.compression)}"
         paths = ObjectPaths(folder, new_stem(task.try_number if task else None), extension)
 
-        size, sha256 = store.write_stream(paths.data, self._dumper(serializer, value))
+        names = _segment_names(task, label, subfolder)
+        size, sha256 = store.write_stream(paths.data, self._dumper(serializer, value), names=names)
         handle = ExclusiveHandle(
             uri=store.uri(paths.data),
             serializer=serializer.name,
@@ -127,7 +134,11 @@ class ExclusiveOutput:
             max_claims=self.max_claims,
             claims=None if isinstance(ledger, ObjectStoreLedger) else ledger.spec,
         )
-        store.put_complete(paths.manifest, handle.to_json().encode())
+        try:
+            store.put_complete(paths.manifest, handle.to_json().encode(), names=names)
+        except BaseException:
+            _remove_uncommitted(store, paths.data)
+            raise
         log.info(
             "Published %s (%s, %d bytes, max_claims=%d)", handle.uri, serializer.name, size, self.max_claims
         )
@@ -187,6 +198,26 @@ def _folder(store: Store, task: TaskInstanceId | None, label: str | None, subfol
         segments = [LOCAL_FOLDER, label or "values", *subfolder]
         return store.location.child(*(encode_segment(s) for s in segments)).path
     return task_folder(store, task, *subfolder)
+
+
+def _segment_names(
+    task: TaskInstanceId | None, label: str | None, subfolder: Sequence[str]
+) -> dict[str, str]:
+    """What each folder segment of a value's path came from, for errors about names too long."""
+    named = [("subfolder", s) for s in subfolder]
+    if task is None:
+        named.append(("label", label or "values"))
+    else:
+        named += [("task_id", task.task_id), ("run_id", task.run_id), ("dag_id", task.dag_id)]
+    return {encode_segment(text): setting for setting, text in named}
+
+
+def _remove_uncommitted(store: Store, path: str) -> None:
+    """Remove a value whose manifest could not be written (the cause is what gets raised)."""
+    try:
+        store.remove([path])
+    except Exception:
+        log.warning("Could not remove the uncommitted object %s", store.uri(path), exc_info=True)
 
 
 def _require_atomic_claims(store: Store, folder: str, source: str) -> None:

@@ -24,14 +24,17 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
 import mmap
+import os
+import queue
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any
 
 from taskflow_exclusive import atomic
@@ -40,6 +43,7 @@ from taskflow_exclusive.errors import (
     ExclusiveError,
     IntegrityError,
     ObjectMissingError,
+    StorageWriteError,
 )
 from taskflow_exclusive.filesystems import StorageLocation, filesystem_for, parse_storage_url
 
@@ -51,67 +55,174 @@ __all__ = ["Store"]
 log = logging.getLogger("taskflow_exclusive.storage")
 
 _WRITE_BUFFER = 1 << 20
+_CHUNK = 8 << 20  # bytes per hand-off to the hashing worker
+_INLINE_BELOW = 1 << 20  # smaller pieces are hashed inline: a hand-off would cost more than it saves
 
 
-_CHUNK = 8 << 20  # bytes hashed in the background while the next chunk is written or read
+class _Hasher:
+    """sha256 of a stream of chunks, hashed by one worker thread while the caller does I/O.
 
-
-class _HashBehind:
-    """sha256 computed in a helper thread, one chunk behind the I/O.
-
-    ``hashlib`` and file I/O both release the GIL, so hashing chunk *k* while
-    chunk *k* is written (or *k+1* is read) overlaps the two. A chunk handed
-    to :meth:`update` must stay unchanged until the next ``update``,
-    :meth:`wait` or :meth:`hexdigest`.
+    ``hashlib`` and file I/O both release the GIL, so the worker hashes chunk
+    *k* while the caller writes it (or reads chunk *k+1*). The worker reads a
+    submitted chunk *later*: the caller must keep every buffer it submits
+    alive and unchanged until :meth:`drain` returns, and drains in a
+    ``finally`` before it returns, releases or reuses one, on every path
+    (a ``BufferedWriter`` frees or reuses the memory behind the view it hands
+    to ``write()`` as soon as ``write()`` returns). :meth:`close` stops the
+    worker; one :class:`_Hasher` serves one write or read.
     """
 
     def __init__(self) -> None:
         self._sha256 = hashlib.sha256()
-        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
+        self._worker: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def update(self, chunk: memoryview) -> None:
-        self.wait()
-        if chunk.nbytes < _CHUNK // 8:  # not worth a thread
-            self._sha256.update(chunk)
-            return
-        self._thread = threading.Thread(target=self._sha256.update, args=(chunk,), daemon=True)
-        self._thread.start()
+        """Hash ``chunk`` now, in this thread (after everything submitted before it)."""
+        self.drain()
+        self._sha256.update(chunk)
 
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def submit(self, chunk: memoryview) -> None:
+        """Hand ``chunk`` to the worker; it must stay unchanged until :meth:`drain` returns."""
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="taskflow-exclusive-sha256", daemon=True)
+            self._worker.start()
+        self._queue.put(chunk)  # blocks while the worker is two chunks behind
+
+    def _work(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            try:
+                if chunk is None:
+                    return
+                if self._failure is None:
+                    self._sha256.update(chunk)
+            except BaseException as exc:  # reported by hexdigest(); the worker keeps draining
+                self._failure = exc
+            finally:
+                chunk = None  # hold no view of the caller's buffer once it may be released
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until the worker has hashed every submitted chunk.
+
+        An interrupt (``KeyboardInterrupt``, an exception from a signal
+        handler) does not cut the wait short, since the worker may still be
+        reading the caller's buffer: it is re-raised once the wait is over.
+        """
+        if self._worker is None:
+            return
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                self._queue.join()
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
+
+    def close(self) -> None:
+        """Drain, then stop the worker thread."""
+        if self._worker is None:
+            return
+        self.drain()
+        self._queue.put(None)
+        self._worker.join()
+        self._worker = None
 
     def hexdigest(self) -> str:
-        self.wait()
+        self.drain()
+        if self._failure is not None:
+            raise RuntimeError("the sha256 worker failed; the digest is unknown") from self._failure
         return self._sha256.hexdigest()
 
 
 class _HashingWriter(io.RawIOBase):
-    """Counts and hashes every byte on its way to ``target`` (which it never closes)."""
+    """Counts and hashes every byte on its way to ``target`` (which it never closes).
 
-    def __init__(self, target: IO[bytes]) -> None:
+    An exception from ``target`` is turned into the store's error by
+    ``failed`` at once, so that the serializer calling ``write()`` cannot
+    mistake a full disk for a value it cannot serialize. After
+    :meth:`abandon`, nothing more reaches ``target``.
+    """
+
+    def __init__(
+        self, target: IO[bytes], hasher: _Hasher, failed: Callable[[Exception], BaseException]
+    ) -> None:
         self._target = target
-        self._hasher = _HashBehind()
+        self._hasher = hasher
+        self._failed = failed
+        self._abandoned = False
         self.size = 0
 
     def writable(self) -> bool:
         return True
 
+    def abandon(self) -> None:
+        self._abandoned = True
+
     def write(self, data: Any) -> int:
+        if self._abandoned:
+            raise ValueError("write to an abandoned object (its write failed and was discarded)")
         view = memoryview(data)
         if view.ndim != 1 or view.format != "B":
             view = view.cast("B")
-        for start in range(0, view.nbytes, _CHUNK):
-            chunk = view[start : start + _CHUNK]
-            self._hasher.update(chunk)
-            self._target.write(chunk)
-        self._hasher.wait()  # the caller may reuse its buffer once write() returns
+        try:
+            if view.nbytes < _INLINE_BELOW:
+                self._hasher.update(view)
+                self._send(view)
+            else:
+                for start in range(0, view.nbytes, _CHUNK):
+                    chunk = view[start : start + _CHUNK]
+                    self._hasher.submit(chunk)
+                    self._send(chunk)
+        finally:
+            self._hasher.drain()  # the caller frees or reuses ``data`` once write() returns, or raises
         self.size += view.nbytes
         return view.nbytes
 
-    def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
+    def _send(self, chunk: memoryview) -> None:
+        try:
+            self._target.write(chunk)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
+
+# errnos by which a local disk refuses a write (as opposed to failing to be reached)
+_REFUSED = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENAMETOOLONG,
+        errno.ENOTDIR,
+        errno.EEXIST,
+    }
+)
+
+
+def _longest_name(path: str) -> int:
+    """The longest file name (bytes) the filesystem holding ``path`` accepts (255 when unknown)."""
+    folder = path
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder.rstrip("/")) or "/"
+    try:
+        return int(os.pathconf(folder or "/", "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the filesystem that holds (or would hold) local ``path``."""
+    folder = os.path.abspath(path)
+    while not os.path.ismount(folder):
+        folder = os.path.dirname(folder)
+    return folder
 
 
 class Store:
@@ -147,45 +258,197 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write_stream(self, path: str, dump: Callable[[IO[bytes]], Any]) -> tuple[int, str]:
+    def write_stream(
+        self, path: str, dump: Callable[[IO[bytes]], Any], *, names: Mapping[str, str] | None = None
+    ) -> tuple[int, str]:
         """Stream what ``dump(file)`` writes into ``path``; return ``(size, sha256)``.
 
-        On any exception the partial object is discarded before re-raising.
+        A write the store refuses (full, read-only, a name too long, a file
+        where a folder should be, a server that cannot be reached) raises
+        :class:`StorageWriteError` (see :meth:`write_error`; ``names`` says
+        which setting each path segment came from). On any exception the
+        partial object is discarded before re-raising, and the hashing worker
+        is stopped on every path.
         """
-        if self.is_local:
-            self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
-        target = self.fs.open(path, "wb")
+        hasher = _Hasher()
+        target: Any = None
+        hashing: _HashingWriter | None = None
+        buffered: io.BufferedWriter | None = None
         try:
-            hashing = _HashingWriter(target)
+            with self.writing(path, names):
+                if self.is_local:
+                    self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                target = self.fs.open(path, "wb")
+            hashing = _HashingWriter(target, hasher, lambda exc: self.write_error(path, exc, names))
             buffered = io.BufferedWriter(hashing, buffer_size=_WRITE_BUFFER)
             dump(buffered)
             buffered.close()
-            target.close()
+            with self.writing(path, names):
+                target.close()
+            return hashing.size, hasher.hexdigest()
         except BaseException:
+            if hashing is not None:
+                hashing.abandon()  # what a codec still flushes when it is collected goes nowhere
+            if buffered is not None:
+                with suppress(Exception):
+                    buffered.close()
             self._discard_partial(target, path)
             raise
-        return hashing.size, hashing.hexdigest()
+        finally:
+            hasher.close()
 
     def _discard_partial(self, target: Any, path: str) -> None:
         """Throw away a failed write; problems here are logged, never raised over the cause."""
         from fsspec.spec import AbstractBufferedFile
 
+        if target is None:
+            return  # never opened: nothing was written
+        if not getattr(target, "closed", True):
+            try:
+                if isinstance(target, AbstractBufferedFile):
+                    target.discard()  # aborts an S3 multipart / GCS resumable upload, commits nothing
+                else:
+                    target.close()  # a full disk fails this flush again; the file is removed below
+            except Exception:
+                log.debug("Closing the failed write to %s failed too", self.uri(path), exc_info=True)
         try:
-            if isinstance(target, AbstractBufferedFile) and not target.closed:
-                target.discard()  # aborts an S3 multipart / GCS resumable upload, commits nothing
-            elif not getattr(target, "closed", True):
-                target.close()
             self.remove([path])
         except Exception:
             log.warning("Could not remove the partial object %s", self.uri(path), exc_info=True)
 
-    def put_complete(self, path: str, data: bytes) -> None:
-        """Publish ``data`` at ``path`` all at once (readers never see a prefix)."""
-        atomic.put_complete(self.fs, path, data)
+    def put_complete(self, path: str, data: bytes, *, names: Mapping[str, str] | None = None) -> None:
+        """Publish ``data`` at ``path`` all at once (readers never see a prefix).
+
+        A refused write raises :class:`StorageWriteError` and leaves no temporary file.
+        """
+        with self.writing(path, names):
+            atomic.put_complete(self.fs, path, data)
 
     def create_if_absent(self, path: str, data: bytes) -> bool:
-        """Atomically create ``path`` holding ``data``; ``False`` if it already existed."""
-        return atomic.create_if_absent(self.fs, path, data)
+        """Atomically create ``path`` holding ``data``; ``False`` if it already existed.
+
+        A local disk that refuses the write (full, read-only, a name too long,
+        a file in the way) raises :class:`StorageWriteError`, and nothing is
+        created. Other failures propagate as they are, for the claim ledger to
+        classify (an unreachable server is not a refusal).
+        """
+        try:
+            return atomic.create_if_absent(self.fs, path, data)
+        except OSError as exc:
+            if not self.is_local or isinstance(exc, ExclusiveError) or exc.errno not in _REFUSED:
+                raise
+            raise self.write_error(path, exc) from exc
+
+    @contextmanager
+    def writing(self, path: str, names: Mapping[str, str] | None = None) -> Iterator[None]:
+        """Report any failure to write ``path`` as :class:`StorageWriteError` (ours pass through)."""
+        try:
+            yield
+        except ExclusiveError:
+            raise
+        except Exception as exc:
+            raise self.write_error(path, exc, names) from exc
+
+    def write_error(
+        self, path: str, exc: BaseException, names: Mapping[str, str] | None = None
+    ) -> StorageWriteError:
+        """The :class:`StorageWriteError` for ``exc``, saying what to fix.
+
+        ``names`` maps path segments (as written) to the setting they came
+        from (``run_id``, ``label``), so that a name too long for the
+        filesystem is reported as the setting to shorten.
+        """
+        root, disk = self._where_written()
+        uri = self.uri(path)
+        code = exc.errno if isinstance(exc, OSError) else None
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        reason = strerror or f"{type(exc).__name__}: {exc}"
+        elsewhere = "or point the Airflow Variable 'taskflow_exclusive_storage_url' (storage=...) elsewhere"
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            problem = f"the store at {root} is full ({reason}{disk}): free space there, {elsewhere}"
+        elif code == errno.EFBIG:
+            problem = f"the value is larger than a file on the store at {root} may be ({reason}): {elsewhere}"
+        elif code == errno.EROFS:
+            problem = f"the store at {root} is read-only ({reason}{disk}): remount it read-write, {elsewhere}"
+        elif code in (errno.EACCES, errno.EPERM):
+            problem = (
+                f"the store at {root} is not writable by this process ({reason}): grant it write access "
+                f"(on an object store: the connection's credentials and bucket policy), {elsewhere}"
+            )
+        elif code == errno.ENAMETOOLONG:
+            problem = self._name_too_long(path, names or {})
+        elif code in (errno.ENOTDIR, errno.EEXIST) and (blocker := self._file_in_the_way(path)):
+            problem = (
+                f"{self.uri(blocker)} is a file, not a folder, so nothing can be stored under it: "
+                f"move or remove that file, {elsewhere}"
+            )
+        else:
+            problem = (
+                f"the store at {root} refused the write or could not be reached ({reason}); "
+                "retry when it is reachable and writable"
+            )
+        return StorageWriteError(
+            f"Could not write {uri}: {problem}. Nothing half-written is kept.", uri=uri, reason=reason
+        )
+
+    def _where_written(self) -> tuple[str, str]:
+        """The store for messages, and for local disks the mount point (`` on ... mounted at /x``).
+
+        A store opened on one value (a handle's URL, when claiming) is named by
+        the disk holding it, since its own URL is a file, not the store.
+        """
+        root = self.describe_root()
+        if not self.is_local:
+            return root, ""
+        base = self._local_path(self.location.path)
+        mount = _mount_point(base)
+        if os.path.isfile(base):
+            return f"file://{mount}", ""
+        return root, "" if mount == base.rstrip("/") else f"; filesystem mounted at {mount}"
+
+    def _local_path(self, path: str) -> str:
+        return str(self.fs._strip_protocol(path))
+
+    def _file_in_the_way(self, path: str) -> str | None:
+        """The first folder of ``path`` (local stores) that exists as something else than a folder."""
+        if not self.is_local:
+            return None
+        folders = self._local_path(path).rstrip("/").split("/")[:-1]
+        for depth in range(2, len(folders) + 1):
+            candidate = "/".join(folders[:depth])
+            if not os.path.lexists(candidate):
+                return None
+            if not os.path.isdir(candidate):
+                return candidate
+        return None
+
+    def _name_too_long(self, path: str, names: Mapping[str, str]) -> str:
+        from taskflow_exclusive.layout import decode_segment
+
+        root = self.describe_root()
+        local = self._local_path(path) if self.is_local else path
+        limit = _longest_name(local) if self.is_local else 255
+        for segment in local.split("/"):
+            size = len(segment.encode())
+            if size <= limit:
+                continue
+            setting = names.get(segment)
+            text = decode_segment(segment) if setting else segment
+            shown = repr(text if len(text) <= 40 else text[:40] + "...")
+            if setting:
+                return (
+                    f"the {setting} {shown} ({len(text)} characters, {size} bytes as a "
+                    f"file name) is longer than the filesystem at {root} allows (at most {limit} bytes): "
+                    f"use a shorter {setting}"
+                )
+            return (
+                f"the name {shown} is {size} bytes long, but the filesystem at {root} allows at most "
+                f"{limit}: use a shorter name"
+            )
+        return (
+            f"the path is {len(local.encode())} bytes long, more than the filesystem at {root} allows: "
+            "use a shorter storage path or shorter names"
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -271,18 +534,18 @@ class Store:
     def _read_large(source: IO[bytes], size: int) -> tuple[mmap.mmap, int, bool, str]:
         buffer = mmap.mmap(-1, size)
         view = memoryview(buffer)
-        hasher = _HashBehind()
+        hasher = _Hasher()
         filled = 0
         try:
             while filled < size:
                 count = source.readinto(view[filled : filled + _CHUNK])
                 if not count:
                     break
-                hasher.update(view[filled : filled + count])
+                hasher.submit(view[filled : filled + count])  # hashed while the next chunk is read
                 filled += count
             actual = hasher.hexdigest()
         finally:
-            hasher.wait()
+            hasher.close()  # the worker reads the map: stop it before the view is released
             view.release()
         longer = filled == size and bool(source.read(1))
         return buffer, filled, longer, actual
