@@ -114,7 +114,8 @@ def _cleanup(args: argparse.Namespace) -> int:
     total = sum(leftover.size or 0 for leftover in leftovers)
     print(
         f"{len(leftovers)} leftover(s) older than {args.older_than} {verb} under {args.storage_url} "
-        f"({total} bytes); committed values are never touched."
+        f"({total} bytes); committed values, and names or places the library's layout does not define, "
+        "are never touched."
     )
     return 0
 
@@ -153,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cleanup",
         help="remove what interrupted writes left under a storage URL",
         description="Remove data without a manifest, temporary files, probe objects, claims of "
-        "purged values and orphaned S3 multipart uploads, older than a grace period. Committed "
-        "values are never touched.",
+        "purged values and orphaned S3 multipart uploads, older than a grace period. Only the "
+        "exact names and places this library writes are considered (each line says which rule it "
+        "matched); committed values and anything else under the prefix are never touched.",
     )
     cleanup.add_argument("storage_url", metavar="STORAGE_URL", help="e.g. s3://conn_id@bucket/prefix")
     cleanup.add_argument(
