@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from taskflow_exclusive.errors import StorageConfigError
 
@@ -76,64 +77,165 @@ class StorageLocation:
 
 
 def parse_storage_url(url: str, source: str = "argument") -> StorageLocation:
-    """Parse ``url`` into a :class:`StorageLocation`, or raise :class:`StorageConfigError`."""
-    text = str(url).strip()
+    """Parse ``url`` into a :class:`StorageLocation`, or raise :class:`StorageConfigError`.
+
+    Refused, with the URL (password masked) and ``source`` in the message: anything but a
+    ``str``; control, invisible or unpaired-surrogate characters; no scheme or a malformed
+    one; fsspec URL chains (``a::b``); a query string or fragment; credentials; a port;
+    ``.`` or ``..`` segments; a file:// URL that is not local and absolute; an object store
+    URL without a valid bucket; archive, read-only and caching protocols (``zip://``,
+    ``http://``, ``simplecache://``, ...); schemes whose fsspec driver is not installed.
+    """
+    text = _checked_text(url, source)
+    parts = _split(text, source)
+    protocol = _ALIASES.get(parts.scheme, parts.scheme)
+    conn_id, host = _checked_netloc(text, source, protocol, parts.netloc)
+    segments = [host, *parts.path.split("/")]
+    if "." in segments or ".." in segments:
+        raise _refused(
+            text, source, "has '.' or '..' segments; write the folder it means (they are not resolved)"
+        )
+    _require_driver(protocol, _redact(text), source)
+    if conn_id and protocol in ("file", "memory"):
+        raise _refused(text, source, f"names connection {conn_id!r}, but {protocol}:// takes no credentials")
+    path = _path_in(text, source, protocol, host, parts.path)
+    return StorageLocation(protocol, conn_id, path.rstrip("/") or "/", source)
+
+
+def _checked_text(url: object, source: str) -> str:
+    """The URL's text, stripped; ``/abs/path`` becomes ``file:///abs/path``."""
+    if not isinstance(url, str):
+        raise _refused(repr(url)[:200], source, f"is of type {type(url).__name__}, not a string")
+    text = url.strip()
+    if not text.isprintable():
+        raise _refused(text, source, "holds control characters, invisible characters or unpaired surrogates")
     if text.startswith("/"):
         text = "file://" + text
     if "://" not in text:
-        raise StorageConfigError(
-            f"Storage URL {url!r} (from {source}) has no scheme. Use an absolute URL such as "
-            "'file:///data/exclusive', 's3://bucket/prefix' or 'gs://bucket/prefix'; a relative "
-            "path would mean a different folder on every worker.",
-            url=url,
-            source=source,
+        raise _refused(
+            text,
+            source,
+            "has no scheme. Use an absolute URL such as 'file:///data/exclusive', 's3://bucket/prefix' "
+            "or 'gs://bucket/prefix'; a relative path would mean a different folder on every worker",
         )
-    parts = urlsplit(text)
-    protocol = _ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
-    userinfo, _, host = parts.netloc.rpartition("@")
+    if "::" in text:
+        raise _refused(text, source, "chains fsspec filesystems ('a::b://...'), which cannot hold values")
+    if "?" in text or "#" in text:
+        raise _refused(
+            text,
+            source,
+            "holds a query string or fragment ('?...', '#...'), which would be dropped: options "
+            "belong in an Airflow connection, and a '?' or '#' in a name is written %3F or %23",
+        )
+    return text
+
+
+def _split(text: str, source: str) -> SplitResult:
+    scheme = text.partition("://")[0].lower()
+    if not _SCHEME.match(scheme):
+        raise _refused(text, source, f"has no valid scheme ({scheme!r}). {_SUPPORTED}")
+    if scheme in _REFUSED_PROTOCOLS:
+        raise _refused(text, source, f"uses {scheme}://, {_REFUSED_PROTOCOLS[scheme]}. {_SUPPORTED}")
+    try:
+        return urlsplit(text)
+    except ValueError as exc:  # e.g. an unbalanced '[' taken for an IPv6 address
+        raise _refused(text, source, f"cannot be parsed ({exc})") from None
+
+
+def _checked_netloc(text: str, source: str, protocol: str, netloc: str) -> tuple[str | None, str]:
+    """``(conn_id, host)`` of a URL's ``[conn_id@]host``."""
+    userinfo, _, host = netloc.rpartition("@")
     if ":" in userinfo:
-        raise StorageConfigError(
-            f"Storage URL from {source} carries credentials ('user:password@'). Credentials in a "
-            "URL would be copied into handles, XCom and logs: put them in an Airflow Connection "
-            f"and write {protocol}://<conn_id>@<bucket>/<prefix> instead.",
-            url=_redact(text),
-            source=source,
+        raise _refused(
+            text,
+            source,
+            "carries credentials ('user:password@'). Credentials in a URL would be copied into "
+            "handles, XCom and logs: put them in an Airflow Connection and write "
+            f"{protocol}://<conn_id>@<bucket>/<prefix> instead",
         )
     conn_id = unquote(userinfo) or None
-    _require_driver(protocol, url, source)
+    if conn_id is not None and not _CONN_ID.match(conn_id):
+        raise _refused(
+            text,
+            source,
+            f"names connection {conn_id!r}, which is not a usable Airflow connection id here "
+            "(letters, digits and _ # ! ( ) . -)",
+        )
+    if ":" in host or "[" in host or "]" in host:
+        raise _refused(
+            text,
+            source,
+            f"names a port or an address ({host!r}); storage URLs name a bucket or a path, and an "
+            "endpoint goes in the Airflow connection's extras (endpoint_url)",
+        )
+    return conn_id, host
 
+
+def _path_in(text: str, source: str, protocol: str, host: str, url_path: str) -> str:
+    """The path in the filesystem's own form (``/abs/path``, ``bucket/key``)."""
     if protocol == "file":
         if host not in ("", "localhost"):
-            raise StorageConfigError(
-                f"Storage URL {url!r} (from {source}) names host {host!r}; file:// URLs must be "
-                "local (file:///absolute/path).",
-                url=url,
-                source=source,
+            raise _refused(
+                text, source, f"names host {host!r}; file:// URLs must be local (file:///absolute/path)"
             )
-        path = parts.path  # literal, as fsspec reads it: stored names hold %-escapes of their own
-        if not PurePosixPath(path).is_absolute():
-            raise StorageConfigError(
-                f"Storage URL {url!r} (from {source}) is not an absolute path.", url=url, source=source
-            )
-        path = str(PurePosixPath(path))
-    elif protocol == "memory":
-        path = "/" + "/".join(p for p in (host, parts.path.strip("/")) if p)
-    else:
-        if protocol in _BUCKET_PROTOCOLS and not host:
-            raise StorageConfigError(
-                f"Storage URL {url!r} (from {source}) has no bucket: write {protocol}://bucket/prefix.",
-                url=url,
-                source=source,
-            )
-        path = "/".join(p for p in (host, parts.path.strip("/")) if p)
-    if conn_id and protocol in ("file", "memory"):
-        raise StorageConfigError(
-            f"Storage URL {url!r} (from {source}) names connection {conn_id!r}, but {protocol}:// "
-            "takes no credentials.",
-            url=url,
-            source=source,
+        # literal, as fsspec reads it: stored names hold %-escapes of their own
+        if not PurePosixPath(url_path).is_absolute():
+            raise _refused(text, source, "is not an absolute path")
+        return str(PurePosixPath(url_path))
+    if protocol == "memory":
+        return "/" + "/".join(p for p in (host, url_path.strip("/")) if p)
+    if protocol in _BUCKET_PROTOCOLS and not host:
+        raise _refused(text, source, f"has no bucket: write {protocol}://bucket/prefix")
+    if protocol in _BUCKET_PROTOCOLS and not _BUCKET.match(host):
+        raise _refused(
+            text, source, f"names bucket {host!r}, which is not a bucket name (a-z, 0-9, '.', '_', '-')"
         )
-    return StorageLocation(protocol, conn_id, path.rstrip("/") or "/", source)
+    if "" in url_path.strip("/").split("/")[1:]:
+        raise _refused(text, source, "has an empty segment ('//'): object stores keep it as a distinct key")
+    return "/".join(p for p in (host, url_path.strip("/")) if p)
+
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_CONN_ID = re.compile(r"^[\w#!().-]{1,250}$", re.ASCII)
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,221}$")
+_SUPPORTED = (
+    "Supported: file:///absolute/path, memory://name (one process only), s3://[conn_id@]bucket/prefix, "
+    "gs://[conn_id@]bucket/prefix; other writable stores with an installed fsspec driver "
+    "(abfs://, az://, ...) work with claims kept in Redis or SQL."
+)
+_ARCHIVE = "an archive filesystem (read-only, not a place to store values)"
+_READ_ONLY = "a read-only filesystem"
+_WRAPPER = "a caching or wrapping filesystem whose writes are not atomic"
+#: fsspec protocols that cannot hold values: refused before any driver is loaded.
+_REFUSED_PROTOCOLS = {
+    "zip": _ARCHIVE,
+    "tar": _ARCHIVE,
+    "libarchive": _ARCHIVE,
+    "http": _READ_ONLY,
+    "https": _READ_ONLY,
+    "github": _READ_ONLY,
+    "gist": _READ_ONLY,
+    "git": _READ_ONLY,
+    "reference": _READ_ONLY,
+    "data": _READ_ONLY,
+    "dvc": _READ_ONLY,
+    "jlab": _READ_ONLY,
+    "jupyter": _READ_ONLY,
+    "simplecache": _WRAPPER,
+    "filecache": _WRAPPER,
+    "blockcache": _WRAPPER,
+    "cached": _WRAPPER,
+    "dir": _WRAPPER,
+    "async_wrapper": _WRAPPER,
+    "asyncwrapper": _WRAPPER,
+    "generic": _WRAPPER,
+    "dask": _WRAPPER,
+}
+
+
+def _refused(text: str, source: str, problem: str) -> StorageConfigError:
+    shown = _redact(text)
+    return StorageConfigError(f"Storage URL {shown!r} (from {source}) {problem}.", url=shown, source=source)
 
 
 _fs_cache: dict[tuple[str, str | None], AbstractFileSystem] = {}
@@ -153,6 +255,21 @@ def filesystem_for(location: StorageLocation) -> AbstractFileSystem:
 
 
 def _build_filesystem(location: StorageLocation) -> AbstractFileSystem:
+    try:
+        return _new_filesystem(location)
+    except (TypeError, ValueError, ImportError, OSError) as exc:
+        if isinstance(exc, StorageConfigError):
+            raise
+        # e.g. ftp:// or webhdfs:// (their driver wants a host argument), hdfs:// without a JVM
+        raise StorageConfigError(
+            f"Storage URL {location.uri()!r} (from {location.source}): the fsspec driver for "
+            f"{location.protocol}:// could not be set up ({type(exc).__name__}: {exc}). {_SUPPORTED}",
+            url=location.uri(),
+            source=location.source,
+        ) from exc
+
+
+def _new_filesystem(location: StorageLocation) -> AbstractFileSystem:
     import fsspec
 
     if location.conn_id is None:
@@ -337,6 +454,11 @@ def _require_driver(protocol: str, url: str, source: str) -> None:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://***@{host}{parts.path}"
+    """``url`` with any ``user:password@`` masked (it may not even parse as a URL)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, tail = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return f"{scheme}{separator}***@{tail}"
+    return url
