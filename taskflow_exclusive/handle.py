@@ -127,7 +127,7 @@ class ExclusiveHandle:
         if not isinstance(data, dict):
             raise _malformed(
                 where,
-                f"not a taskflow-exclusive handle (a JSON {_json_type(data)}, not an object)",
+                f"Not a taskflow-exclusive handle (a JSON {_json_type(data)}, not an object)",
                 uri=None,
             )
         uri = data.get("uri") if isinstance(data.get("uri"), str) else None
@@ -135,7 +135,7 @@ class ExclusiveHandle:
             found = data.get("format")
             raise _malformed(
                 where,
-                f"not a taskflow-exclusive handle (format {_shown(found)}, expected {cls.FORMAT!r})",
+                f"Not a taskflow-exclusive handle (format {_shown(found)}, expected {cls.FORMAT!r})",
                 uri,
             )
         names = {f.name for f in fields(cls)}
