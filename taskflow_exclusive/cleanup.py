@@ -79,6 +79,7 @@ from taskflow_exclusive.layout import (
     CLAIMS_SUFFIX,
     LOCAL_FOLDER,
     MANIFEST_SUFFIX,
+    claim_name,
     decode_segment,
     encode_segment,
     parse_claim_name,
@@ -99,11 +100,11 @@ MULTIPART = "multipart upload"
 
 _UUID4_HEX = r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"  # uuid.uuid4().hex, as new_stem() writes it
 _TRY = r"try[1-9][0-9]{0,5}-"
-_MAP_INDEX = re.compile(r"^(?:-1|0|[1-9][0-9]{0,9})$")
+_MAP_INDEX = re.compile(r"-1|0|[1-9][0-9]{0,9}")
 _PROBE_FOLDER = ".taskflow-exclusive-probe"  # atomic.ensure_create_is_atomic() probes in <folder>/<this>/
 _XCOM_FOLDER = "xcom"  # xcom.XCOM_FOLDER (not imported: that module imports Airflow)
-_UUID4 = re.compile(f"^{_UUID4_HEX}$")
-_TEMPORARY = re.compile(rf"^\.(?P<name>.+)\.{_UUID4_HEX}\.tmp$")  # atomic._write_temporary()
+_UUID4 = re.compile(_UUID4_HEX)
+_TEMPORARY = re.compile(rf"\.(?P<name>.+)\.{_UUID4_HEX}\.tmp")  # atomic._write_temporary()
 
 
 @dataclass(frozen=True)
@@ -206,13 +207,13 @@ class _Folder:
     orphan_claims_provable: bool
 
 
-_TASK = _Folder("<dag_id>/<run_id>/<task_id>/<map_index>", re.compile(f"^{_TRY}{_UUID4_HEX}$"), True)
+_TASK = _Folder("<dag_id>/<run_id>/<task_id>/<map_index>", re.compile(f"{_TRY}{_UUID4_HEX}"), True)
 _XCOM = _Folder(
     f"<dag_id>/<run_id>/<task_id>/<map_index>/{_XCOM_FOLDER}/<key>",
-    re.compile(f"^(?:{_TRY})?{_UUID4_HEX}$"),
+    re.compile(f"(?:{_TRY})?{_UUID4_HEX}"),
     False,  # inline XComs keep claims without any data object
 )
-_LOCAL = _Folder(f"{LOCAL_FOLDER}/<label>", re.compile(f"^{_UUID4_HEX}$"), True)
+_LOCAL = _Folder(f"{LOCAL_FOLDER}/<label>", re.compile(_UUID4_HEX), True)
 _STEM_TEXT = {_TASK: "try<N>-<uuid4 hex>", _XCOM: "[try<N>-]<uuid4 hex>", _LOCAL: "<uuid4 hex>"}
 
 
@@ -227,12 +228,18 @@ def _value_folder(parts: list[str]) -> _Folder | None:
     if (
         len(parts) not in (4, 6)
         or not all(_is_segment(p) for p in parts[:3])
-        or not _MAP_INDEX.match(parts[3])
+        or not _MAP_INDEX.fullmatch(parts[3])
     ):
         return None
     if len(parts) == 4:
         return _TASK
     return _XCOM if parts[4] == _XCOM_FOLDER and _is_segment(parts[5]) else None
+
+
+def _is_claim_name(name: str) -> bool:
+    """Whether ``name`` is exactly what claim_name() writes (a claim record or release marker)."""
+    parsed = parse_claim_name(name)
+    return parsed is not None and claim_name(parsed[0], parsed[1], released=parsed[2]) == name
 
 
 def _data_extensions() -> dict[str, str]:
@@ -282,7 +289,7 @@ class _Layout:
         if found is None:
             return None
         stem, _, extension = parts[-1].partition(".")
-        if not found.stem.match(stem) or extension not in self.extensions:
+        if not found.stem.fullmatch(stem) or extension not in self.extensions:
             return None
         return f"{found.rule}/{_STEM_TEXT[found]}.<ext> (.{extension}: {self.extensions[extension]})", stem
 
@@ -293,29 +300,29 @@ class _Layout:
             if f"{stem}{MANIFEST_SUFFIX}" in self.files_in[folder]:
                 return None  # committed
             return DATA, f"{rule}, with no {stem}{MANIFEST_SUFFIX} beside it"
-        temporary = _TEMPORARY.match(name)
+        temporary = _TEMPORARY.fullmatch(name)
         target = temporary["name"] if temporary and self.local else ""
-        if target.endswith(MANIFEST_SUFFIX) and found.stem.match(target[: -len(MANIFEST_SUFFIX)]):
+        if target.endswith(MANIFEST_SUFFIX) and found.stem.fullmatch(target[: -len(MANIFEST_SUFFIX)]):
             rule = f"{found.rule}/.{_STEM_TEXT[found]}{MANIFEST_SUFFIX}.<uuid4 hex>.tmp"
             return TEMPORARY, f"{rule} (an atomic local write of a manifest)"
         return None
 
     def _in_subfolder(self, found: _Folder, folder: str, middle: str, name: str) -> tuple[str, str] | None:
         if middle == _PROBE_FOLDER:
-            if self.probed and _UUID4.match(name):
+            if self.probed and _UUID4.fullmatch(name):
                 return PROBE, f"{found.rule}/{_PROBE_FOLDER}/<uuid4 hex> (a conditional-create probe)"
             return None
         stem = middle[: -len(CLAIMS_SUFFIX)] if middle.endswith(CLAIMS_SUFFIX) else ""
-        return self._in_claims_folder(found, folder, stem, name) if found.stem.match(stem) else None
+        return self._in_claims_folder(found, folder, stem, name) if found.stem.fullmatch(stem) else None
 
     def _in_claims_folder(self, found: _Folder, folder: str, stem: str, name: str) -> tuple[str, str] | None:
         claims_folder = f"{found.rule}/{_STEM_TEXT[found]}{CLAIMS_SUFFIX}"
-        temporary = _TEMPORARY.match(name)
+        temporary = _TEMPORARY.fullmatch(name)
         if temporary is not None:
-            if self.local and parse_claim_name(temporary["name"]) is not None:
+            if self.local and _is_claim_name(temporary["name"]):
                 return TEMPORARY, f"{claims_folder}/.<claim name>.<uuid4 hex>.tmp (an atomic local write)"
             return None
-        if parse_claim_name(name) is None or not found.orphan_claims_provable:
+        if not _is_claim_name(name) or not found.orphan_claims_provable:
             return None
         if any(sibling.startswith(f"{stem}.") for sibling in self.files_in[folder]):
             return None  # the manifest or data is still there: claims of a value, or of one being purged

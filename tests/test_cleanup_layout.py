@@ -115,6 +115,9 @@ def _lookalikes() -> dict[str, str]:
         "_local: user tmp": f"_local/l/.x.{u}.tmp",
         "_local: md5 claims": f"_local/l/{MD5_OF_NOTHING}.claims/slot-0.json",
         "_local: claims record with a suffix": f"_local/l/{u}.claims/slot-0.json.bak",
+        "_local: a newline after the stem": f"_local/l/{u}\n.json",
+        "_local: a newline after a claim name": f"_local/l/{u}.claims/slot-0.json\n",
+        "depth 4: a newline after the map index": f"a/b/c/0\n/try1-{u}.json",
     }
 
 
