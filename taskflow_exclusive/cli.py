@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
@@ -37,35 +37,53 @@ def _demo(args: argparse.Namespace) -> int:
 
 # --- operator commands -------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+)([smhd])")
+_DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``15m``, ``1h30m``, ``2d`` (or plain seconds) as a timedelta."""
     text = text.strip().lower()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if re.fullmatch(r"[0-9]+", text):
+        text += "s"  # plain seconds
     parts = _DURATION.findall(text)
     if not parts or "".join(f"{n}{u}" for n, u in parts) != text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 1h30m or 2d")
-    return sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in parts), timedelta())
+    try:
+        return sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in parts), timedelta())
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than any grace period can be") from None
 
 
 def _read_handle(argument: str) -> ExclusiveHandle:
+    from taskflow_exclusive.errors import InvalidArgumentError, MalformedRecordError
     from taskflow_exclusive.handle import ExclusiveHandle
 
-    if argument == "-":
-        text = sys.stdin.read()
-    elif argument.startswith("@"):
-        with open(argument[1:], encoding="utf-8") as file:
-            text = file.read()
-    else:
-        text = argument
+    where = {"-": "standard input"}.get(argument, f"file {argument[1:]!r}" if argument[:1] == "@" else "")
     try:
-        return ExclusiveHandle.from_json(text)
-    except ValueError as exc:  # not JSON at all (IntegrityError covers JSON that is no handle)
-        raise SystemExit(f"error: HANDLE is not a handle's JSON ({exc}); pass the JSON, @file or -") from None
+        if argument == "-":
+            text = sys.stdin.read()
+        elif argument.startswith("@"):
+            with open(argument[1:], encoding="utf-8") as file:
+                text = file.read()
+        else:
+            text = argument
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(
+            f"HANDLE: cannot read the handle from {where} ({exc}); pass the JSON, @file or -.",
+            argument="HANDLE",
+            value=argument[:200],
+            expected="a handle's JSON, @file holding it, or -",
+        ) from None
+    try:
+        return ExclusiveHandle.from_json(text, where=where or "the HANDLE argument")
+    except MalformedRecordError as exc:
+        raise MalformedRecordError(
+            f"HANDLE is not a handle's JSON: {exc} Pass the JSON (as XCom shows it), @file or -.",
+            kind=exc.kind,
+            where=exc.where,
+            problem=exc.problem,
+        ) from None
 
 
 def _holders(args: argparse.Namespace) -> int:
@@ -87,6 +105,9 @@ def _holders(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
+    from taskflow_exclusive.claims.base import check_consumer_id
+
+    check_consumer_id(args.consumer)
     handle = _read_handle(args.handle)
     released = handle.release(args.consumer, reason=args.reason)
     if released is None:
@@ -120,8 +141,15 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on standard error (exit status 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="taskflow-exclusive",
         description="Claim-once TaskFlow outputs for Apache Airflow 3.",
     )
@@ -195,8 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ExclusiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        _print_error(str(exc))
+    except OSError as exc:  # the storage or the network refused: the reason, not a traceback
+        _print_error(f"{type(exc).__name__}: {exc}")
+    return 1
+
+
+def _print_error(message: str) -> None:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
 
 
 if __name__ == "__main__":
