@@ -110,17 +110,18 @@ class ExclusiveOutput:
         )
         task = task if task is not None else running_task()
         folder = _folder(store, task, label, subfolder)
-        if isinstance(ledger, ObjectStoreLedger):
-            _require_atomic_claims(store, folder, setting.source)
-        if task is not None and task.try_number is not None and task.try_number > 1:
-            _remove_earlier_tries(store, folder, task.try_number)
+        names = _segment_names(task, label, subfolder)
+        with store.writing(folder, names):  # an unreachable store is a StorageWriteError here too
+            if isinstance(ledger, ObjectStoreLedger):
+                _require_atomic_claims(store, folder, setting.source)
+            if task is not None and task.try_number is not None and task.try_number > 1:
+                _remove_earlier_tries(store, folder, task.try_number)
 
         extension = serializer.extension
         if self.compression:
             extension = f"{extension}.{codecs.extension_for(self.compression)}"
         paths = ObjectPaths(folder, new_stem(task.try_number if task else None), extension)
 
-        names = _segment_names(task, label, subfolder)
         size, sha256 = store.write_stream(paths.data, self._dumper(serializer, value), names=names)
         handle = ExclusiveHandle(
             uri=store.uri(paths.data),

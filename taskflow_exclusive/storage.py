@@ -313,8 +313,10 @@ class Store:
                 log.debug("Closing the failed write to %s failed too", self.uri(path), exc_info=True)
         try:
             self.remove([path])
-        except Exception:
-            log.warning("Could not remove the partial object %s", self.uri(path), exc_info=True)
+        except Exception as exc:  # the cause is what gets raised; cleanup finds what is left
+            log.warning(
+                "Could not remove the partial object %s: %s: %s", self.uri(path), type(exc).__name__, exc
+            )
 
     def put_complete(self, path: str, data: bytes, *, names: Mapping[str, str] | None = None) -> None:
         """Publish ``data`` at ``path`` all at once (readers never see a prefix).
@@ -358,11 +360,13 @@ class Store:
         from (``run_id``, ``label``), so that a name too long for the
         filesystem is reported as the setting to shorten.
         """
+        from taskflow_exclusive.faults import describe, is_unreachable
+
         root, disk = self._where_written()
         uri = self.uri(path)
         code = exc.errno if isinstance(exc, OSError) else None
         strerror = exc.strerror if isinstance(exc, OSError) else None
-        reason = strerror or f"{type(exc).__name__}: {exc}"
+        reason = strerror or describe(exc)
         elsewhere = "or point the Airflow Variable 'taskflow_exclusive_storage_url' (storage=...) elsewhere"
         if code in (errno.ENOSPC, errno.EDQUOT):
             problem = f"the store at {root} is full ({reason}{disk}): free space there, {elsewhere}"
@@ -382,11 +386,13 @@ class Store:
                 f"{self.uri(blocker)} is a file, not a folder, so nothing can be stored under it: "
                 f"move or remove that file, {elsewhere}"
             )
-        else:
+        elif is_unreachable(exc):
             problem = (
-                f"the store at {root} refused the write or could not be reached ({reason}); "
-                "retry when it is reachable and writable"
+                f"the store at {root} could not be reached ({describe(exc)}); retry when it is "
+                "reachable (a retry writes a new object; nothing was published)"
             )
+        else:
+            problem = f"the store at {root} refused the write ({reason})"
         return StorageWriteError(
             f"Could not write {uri}: {problem}. Nothing half-written is kept.", uri=uri, reason=reason
         )

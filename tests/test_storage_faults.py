@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from taskflow_exclusive import ExclusiveOutput, StorageWriteError, publish
 from taskflow_exclusive.identity import TaskInstanceId
 from taskflow_exclusive.storage import Store, _Hasher, _HashingWriter
 from tests.conftest import service_unavailable
+from tests.servers import S3Server, ServerUnavailable, start_seaweedfs
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -361,3 +364,61 @@ def test_the_digest_matches_hashlib_for_writes_of_every_size(tmp_path: Path) -> 
     whole = b"".join(pieces)
     assert (size, digest) == (len(whole), hashlib.sha256(whole).hexdigest())
     assert (tmp_path / "x.bin").read_bytes() == whole
+
+
+# --- an S3 store that cannot be reached ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stopped_s3() -> Iterator[tuple[str, str, S3Server]]:
+    """``(storage URL, connection id, server)`` of a SeaweedFS used once, then killed (SIGKILL)."""
+    try:
+        server = start_seaweedfs()
+    except ServerUnavailable as exc:
+        service_unavailable("S3 server (SeaweedFS)", str(exc))
+    conn_id = f"tfx_stopped_{uuid.uuid4().hex[:8]}"
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = server.connection_uri_json()
+    try:
+        storage = f"s3://{conn_id}@{server.bucket}/faults"
+        publish(b"warm", storage=storage)  # this process has checked the server and opened its client
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        yield storage, conn_id, server
+    finally:
+        os.environ.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
+        server.stop()
+
+
+def _assert_unreachable(error: StorageWriteError, store: str, server: S3Server) -> None:
+    message = str(error)
+    assert f"the store at {store} could not be reached" in message, message
+    assert error.uri.startswith(f"{store}/"), error.uri
+    assert server.key not in message and server.secret not in message
+
+
+@pytest.mark.parametrize("size", [10, 12 * MiB], ids=["one-put", "multipart"])
+def test_a_publish_to_a_stopped_s3_server_raises_storage_write_error_naming_it(
+    stopped_s3: tuple[str, str, S3Server], size: int
+) -> None:
+    storage, conn_id, server = stopped_s3
+    started = time.monotonic()
+    with pytest.raises(StorageWriteError) as raised:
+        publish(os.urandom(size), storage=storage)
+
+    assert time.monotonic() - started < 20
+    _assert_unreachable(raised.value, f"s3://{conn_id}@{server.bucket}", server)
+
+
+def test_the_first_publish_to_a_stopped_s3_server_raises_storage_write_error(
+    stopped_s3: tuple[str, str, S3Server],
+) -> None:
+    _, _, server = stopped_s3
+    conn_id = f"tfx_fresh_{uuid.uuid4().hex[:8]}"  # a new client: the create-once probe runs first
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = server.connection_uri_json()
+    try:
+        with pytest.raises(StorageWriteError) as raised:
+            publish(b"value", storage=f"s3://{conn_id}@{server.bucket}/faults")
+    finally:
+        os.environ.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
+
+    _assert_unreachable(raised.value, f"s3://{conn_id}@{server.bucket}", server)
