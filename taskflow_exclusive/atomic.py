@@ -213,16 +213,18 @@ def _write_temporary(folder: str, name: str, data: bytes) -> str:
     temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)  # the content is durable before its name can appear
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)  # the content is durable before its name can appear
+        finally:
+            os.close(fd)  # can fail too (NFS reports a deferred write error here): then nothing is kept
     except BaseException:
-        os.close(fd)
-        os.unlink(temporary)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise
-    os.close(fd)
     return temporary
 
 

@@ -422,3 +422,45 @@ def test_the_first_publish_to_a_stopped_s3_server_raises_storage_write_error(
         os.environ.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
 
     _assert_unreachable(raised.value, f"s3://{conn_id}@{server.bucket}", server)
+
+
+def test_a_verified_read_into_a_map_can_release_it_at_once(tmp_path: Path) -> None:
+    import hashlib
+
+    store = Store.from_url(f"file://{tmp_path}")
+    data = os.urandom(20 * MiB)  # read in 8 MiB chunks, hashed by the worker while the next is read
+    (tmp_path / "x.bin").write_bytes(data)
+
+    buffer = store.read_verified(
+        f"{tmp_path}/x.bin", size=len(data), sha256=hashlib.sha256(data).hexdigest(), uri="x", writable=True
+    )
+
+    assert buffer[:] == data
+    buffer.close()  # BufferError if the hashing worker still held a view of the map
+    assert not [t for t in threading.enumerate() if t.name == "taskflow-exclusive-sha256"]
+
+
+def test_a_value_over_the_file_size_limit_raises_storage_write_error(tmp_path: Path) -> None:
+    script = (
+        "import json, os, resource, sys\n"
+        "from taskflow_exclusive import StorageWriteError, publish\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    publish(os.urandom(4 << 20), storage=sys.argv[1])\n"
+        "except StorageWriteError as exc:\n"
+        "    print(json.dumps({'message': str(exc), 'reason': exc.reason}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"file://{tmp_path}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "larger than a file on the store" in facts["message"], facts
+    assert facts["reason"] == os.strerror(errno.EFBIG)
+    assert _files(tmp_path) == []
