@@ -8,6 +8,11 @@ nothing about claims or serializers; it moves bytes and guarantees that
 - a failed or interrupted write leaves no committed value: the manifest that
   commits a value is published only after the data is complete, and the data
   of a failed write is discarded (an aborted multipart upload on S3);
+- a write the store refuses (full, read-only, a name too long, a file where a
+  folder should be, a server that cannot be reached) raises
+  :class:`StorageWriteError` saying what to fix, never a bare ``OSError``;
+- the sha256 is computed by one worker thread per write or read, which never
+  reads a buffer after the call that handed it over has returned or raised;
 - a read returns bytes only after their size and sha256 match what the
   handle promises (:class:`IntegrityError` otherwise);
 - a read that cannot reach the store (refused connection, timeout, server
