@@ -52,3 +52,32 @@ def test_a_retry_still_purges_the_values_the_task_published_itself(passthrough_r
     assert "/own_value/-1/try1-" in own["uri"]
     assert not data.exists(), "try 1's own value survived the retry"
     assert not data.with_name(data.name.split(".")[0] + ".manifest.json").exists()
+
+
+# --- the same rule, called directly (no Airflow run) -----------------------------------------
+
+
+def test_purge_of_a_row_carrying_an_upstream_handle_removes_only_the_tasks_own_values(tmp_path, monkeypatch):
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    from taskflow_exclusive import ExclusiveOutput
+    from taskflow_exclusive.identity import TaskInstanceId
+    from taskflow_exclusive.serde import allow_handle_deserialization
+    from taskflow_exclusive.xcom import ExclusiveXCom, _Coordinates, _deleting
+
+    storage = (tmp_path / "store").as_uri()
+    monkeypatch.setenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", storage)
+    allow_handle_deserialization()
+    output = ExclusiveOutput(storage=storage)
+    upstream = output.publish("upstream's", task=TaskInstanceId("d", "r", "produce", -1, 1))
+    own = output.publish("mine", task=TaskInstanceId("d", "r", "pass_through", -1, 1))
+    row = type("Row", (), {"key": "return_value", "value": BaseXCom.serialize_value([upstream, {"x": own}])})
+
+    token = _deleting.set(_Coordinates("d", "r", "pass_through", -1, "return_value"))
+    try:
+        ExclusiveXCom.purge(row)
+    finally:
+        _deleting.reset(token)
+
+    assert upstream.claim(consumer_id="the real consumer") == "upstream's"
+    assert not Path(own.uri.removeprefix("file://")).exists()
