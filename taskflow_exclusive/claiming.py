@@ -21,12 +21,17 @@ Example::
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from taskflow_exclusive import compression as codecs
 from taskflow_exclusive.claims import open_ledger
-from taskflow_exclusive.errors import IntegrityError
+from taskflow_exclusive.errors import (
+    AlreadyClaimedError,
+    ClaimError,
+    ClaimStoreConfigError,
+    ClaimStoreUnavailableError,
+    IntegrityError,
+)
 from taskflow_exclusive.filesystems import parse_storage_url
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.identity import default_consumer_id
@@ -53,7 +58,7 @@ def _verify_manifest(store: Store, paths: ObjectPaths, handle: ExclusiveHandle) 
     if raw is None:
         raise store.missing(handle.uri, handle.host)
     try:
-        committed = ExclusiveHandle.from_dict(json.loads(raw))
+        committed = ExclusiveHandle.from_json(raw, where=f"the manifest of {handle.uri}")
     except (ValueError, TypeError) as exc:
         raise IntegrityError(
             f"The manifest of {handle.uri} is unreadable ({exc}); the value was not returned.",
@@ -114,7 +119,16 @@ def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:
     store, paths = _locate(handle)
     _verify_manifest(store, paths, handle)
     consumer = consumer_id if consumer_id is not None else default_consumer_id()
-    _ledger(handle, store).claim(handle.uri, consumer, handle.max_claims)
+    try:
+        _ledger(handle, store).claim(handle.uri, consumer, handle.max_claims)
+    except (AlreadyClaimedError, ClaimStoreUnavailableError, ClaimStoreConfigError):
+        raise
+    except ClaimError as exc:
+        # The claim records changed under us in a way no live value's do: a purge is removing
+        # them. If the manifest is gone, say what happened rather than "unexpected".
+        if store.read_small(paths.manifest) is None:
+            raise store.missing(handle.uri, handle.host) from exc
+        raise
     return load_verified(handle, store, paths)
 
 

@@ -35,7 +35,15 @@ from urllib.parse import quote, unquote
 
 from taskflow_exclusive.errors import IntegrityError
 
-__all__ = ["ObjectPaths", "claim_name", "decode_segment", "encode_segment", "new_stem", "parse_claim_name"]
+__all__ = [
+    "ObjectPaths",
+    "claim_name",
+    "decode_segment",
+    "encode_segment",
+    "new_stem",
+    "parse_claim_name",
+    "stem_try_number",
+]
 
 _STEM = re.compile(r"^(?:try(?P<try>[0-9]{1,6})-)?(?P<id>[0-9a-f]{32})$")
 _CLAIM_NAME = re.compile(
@@ -80,10 +88,29 @@ def parse_claim_name(name: str) -> tuple[int, int, bool] | None:
     >>> parse_claim_name("slot-03.json") is None
     True
     """
-    match = _CLAIM_NAME.match(name)
+    match = _CLAIM_NAME.fullmatch(name)
     if match is None:
         return None
     return int(match["slot"]), int(match["generation"] or 0), bool(match["released"])
+
+
+def stem_try_number(name: str) -> int | None:
+    """The try number of an entry a task's try wrote into its folder, else ``None``.
+
+    Only exact names qualify: ``try<N>-<32 hex>`` followed by ``.<ext>`` (the
+    value or its manifest) or ``.claims`` (its claim records). A user's
+    ``try1-notes.txt`` is not ours and gives ``None``.
+
+    >>> stem_try_number("try2-" + "ab" * 16 + ".manifest.json")
+    2
+    >>> stem_try_number("try1-notes.txt") is None
+    True
+    """
+    stem, _, rest = name.partition(".")
+    match = _STEM.fullmatch(stem)
+    if match is None or not match["try"] or not (rest == CLAIMS_SUFFIX[1:] or _EXTENSION.fullmatch(rest)):
+        return None
+    return int(match["try"])
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,7 @@ class ObjectPaths:
         """Split a stored value's path, refusing any name this library would not write."""
         folder, _, name = path.rpartition("/")
         stem, _, extension = name.partition(".")
-        if not folder or not _STEM.match(stem) or not _EXTENSION.match(extension):
+        if not folder or not _STEM.fullmatch(stem) or not _EXTENSION.fullmatch(extension):
             raise IntegrityError(
                 f"{uri} is not a value written by taskflow-exclusive (its name does not match "
                 "'<stem>.<ext>' with a 32-hex-digit stem). Handles are only followed to objects "

@@ -44,13 +44,19 @@ from typing import IO, Any
 
 from taskflow_exclusive import compression as codecs
 from taskflow_exclusive.claims import open_ledger
+from taskflow_exclusive.claims.base import check_max_claims
 from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
 from taskflow_exclusive.config import resolve_claims_url, resolve_storage_url
 from taskflow_exclusive.errors import ExclusiveError, StorageConfigError
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.identity import TaskInstanceId, local_producer_id, running_task
-from taskflow_exclusive.layout import LOCAL_FOLDER, ObjectPaths, encode_segment, new_stem
-from taskflow_exclusive.serializers import Serializer, get_serializer, no_serializer_error, serializer_for
+from taskflow_exclusive.layout import LOCAL_FOLDER, ObjectPaths, encode_segment, new_stem, stem_try_number
+from taskflow_exclusive.serializers import (
+    Serializer,
+    choose_serializer,
+    get_serializer,
+    no_serializer_error,
+)
 from taskflow_exclusive.storage import Store
 
 __all__ = ["ExclusiveOutput", "publish"]
@@ -78,8 +84,7 @@ class ExclusiveOutput:
     claims: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_claims, int) or isinstance(self.max_claims, bool) or self.max_claims < 1:
-            raise ValueError(f"max_claims must be a positive integer, got {self.max_claims!r}")
+        check_max_claims(self.max_claims)
         if self.serializer is not None:
             get_serializer(self.serializer)  # unknown names fail when declared, not when run
         if self.compression is not None:
@@ -99,7 +104,7 @@ class ExclusiveOutput:
         inside a task the folder is the task instance's own (``task`` overrides
         which one), with ``subfolder`` segments below it.
         """
-        serializer = get_serializer(self.serializer) if self.serializer is not None else serializer_for(value)
+        serializer = choose_serializer(value, self.serializer)  # refuses a lossy choice before writing
         setting = resolve_storage_url(self.storage)
         store = Store.from_url(setting.value, setting.source)
         claims_setting = resolve_claims_url(self.claims)
@@ -249,11 +254,8 @@ def _remove_earlier_tries(store: Store, folder: str, try_number: int) -> None:
         _cleaned.add(key)
     removed = 0
     for entry in store.list_folder(folder):
-        name = entry.rpartition("/")[2]
-        stem = name.split(".", 1)[0]
-        if stem.startswith("try") and "-" in stem:
-            number = stem[3:].split("-", 1)[0]
-            if number.isdigit() and int(number) < try_number:
-                removed += store.remove([entry], recursive=True)
+        earlier = stem_try_number(entry.rpartition("/")[2])  # None for any name we did not write
+        if earlier is not None and earlier < try_number:
+            removed += store.remove([entry], recursive=True)
     if removed:
         log.info("Removed %d object(s) left by earlier tries in %s", removed, store.uri(folder))

@@ -18,6 +18,7 @@ from taskflow_exclusive import (
     ExclusiveHandle,
     IntegrityError,
     LocalStorageWarning,
+    MalformedRecordError,
     ObjectMissingError,
     SerializationError,
     StorageConfigError,
@@ -158,9 +159,9 @@ def test_a_handle_altered_to_match_other_bytes_is_refused_before_any_claim(stora
 
 
 def test_malformed_handles_are_refused_with_what_is_wrong():
-    with pytest.raises(IntegrityError, match="Not a taskflow-exclusive handle"):
+    with pytest.raises(MalformedRecordError, match="Not a taskflow-exclusive handle"):
         ExclusiveHandle.from_dict({"uri": "file:///x"})
-    with pytest.raises(IntegrityError, match="sha256 is not 64"):
+    with pytest.raises(MalformedRecordError, match="sha256 is not 64"):
         ExclusiveHandle.from_dict(
             {
                 "format": ExclusiveHandle.FORMAT,
@@ -222,7 +223,24 @@ def test_a_missing_driver_names_the_package_to_install():
 
 
 def test_a_filesystem_without_atomic_create_is_refused_before_anything_is_written():
+    """A writable fsspec filesystem the library cannot create on atomically (a plain in-memory one
+    under another name) holds no claims; nothing is written to it."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class PlainFileSystem(MemoryFileSystem):
+        protocol = ("tfxplain",)
+        store: dict = {}  # noqa: RUF012 - fsspec keeps the files in a class attribute
+        pseudo_dirs = [""]  # noqa: RUF012
+
+    fsspec.register_implementation("tfxplain", PlainFileSystem, clobber=True)
     with pytest.raises(StorageConfigError, match="cannot create objects atomically"):
+        publish("x", storage="tfxplain://values")
+    assert PlainFileSystem.store == {}
+
+
+def test_a_read_only_filesystem_is_refused_up_front():
+    with pytest.raises(StorageConfigError, match="read-only"):
         publish("x", storage="http://127.0.0.1:9/values")
 
 

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from taskflow_exclusive import ExclusiveHandle, IntegrityError, publish
+from taskflow_exclusive import ExclusiveHandle, MalformedRecordError, publish
 from taskflow_exclusive.serde import allow_handle_deserialization
 from tests.airflow_harness import DAGS, REPO, recorded, run_dag_in_subprocess
 from tests.taskflow_helpers import STORAGE_ENV, by_task
@@ -44,10 +44,10 @@ def test_a_tampered_handle_in_xcom_is_refused_when_rebuilt(memory_url):
 
     stored = serialize(publish("x", storage=memory_url))
     stored["__data__"]["sha256"] = "not a checksum"
-    with pytest.raises(IntegrityError, match="sha256 is not 64 lowercase hex digits"):
+    with pytest.raises(MalformedRecordError, match="sha256 is not 64 lowercase hex digits"):
         deserialize(stored)
     stored["__version__"] = 99
-    with pytest.raises(IntegrityError, match="upgrade taskflow-exclusive"):
+    with pytest.raises(MalformedRecordError, match="upgrade taskflow-exclusive"):
         deserialize(stored)
 
 

@@ -207,12 +207,6 @@ def test_a_manifest_altered_field_by_field_refuses_the_claim_unless_it_still_mat
     assert handle.holders() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="claiming._verify_manifest parses with json.loads, whose RecursionError escapes; "
-    "fix there: ExclusiveHandle.from_json(raw, where=...)",
-)
 def test_a_manifest_nested_too_deep_to_parse_refuses_the_claim(fuzz_store):
     from taskflow_exclusive.claiming import _locate
 
@@ -418,11 +412,6 @@ def test_a_password_is_masked_in_every_refusal():
 # --- max_claims --------------------------------------------------------------------------------
 
 BAD_MAX_CLAIMS = ["2", 0, -1, True, 2**63, 1.0, None, MAX_CLAIMS_LIMIT + 1]
-_PUBLISHING_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="ExclusiveOutput.__post_init__ (publishing.py) still raises a plain ValueError; "
-    "fix there: check_max_claims(self.max_claims) in __post_init__ (a frozen dataclass)",
-)
 
 
 def _operator(max_claims):
@@ -454,7 +443,6 @@ MAX_CLAIMS_TAKERS = {
 }
 
 
-@_PUBLISHING_FIX
 @pytest.mark.parametrize("taker", sorted(MAX_CLAIMS_TAKERS))
 @pytest.mark.parametrize("value", BAD_MAX_CLAIMS, ids=repr)
 def test_an_invalid_max_claims_is_an_invalid_argument_error_wherever_it_is_given(taker, value):
@@ -463,7 +451,6 @@ def test_an_invalid_max_claims_is_an_invalid_argument_error_wherever_it_is_given
     assert refused.value.argument == "max_claims"
 
 
-@_PUBLISHING_FIX
 @FEW
 @given(
     st.one_of(

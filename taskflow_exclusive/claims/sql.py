@@ -215,9 +215,10 @@ class SqlLedger(ClaimLedger):
             raise
 
     def _insert(self, conn: Any, row: dict[str, Any]) -> bool:
-        # PostgreSQL and SQLite: ON CONFLICT DO NOTHING; MySQL: a duplicate raises (_try_insert).
+        # PostgreSQL and SQLite: ON CONFLICT DO NOTHING RETURNING, a row back when inserted (the
+        # driver's rowcount is -1 for it under psycopg 3); MySQL: a duplicate raises (_try_insert).
         result = conn.execute(self._statements["insert"], row)
-        return self.dialect == "mysql" or result.rowcount == 1
+        return self.dialect == "mysql" or result.first() is not None
 
     def _ensure_table(self) -> None:
         """Create the claims table once per process, safely when many processes do it at once.
@@ -302,7 +303,7 @@ def _statements(table: Any, dialect: str) -> dict[str, Any]:
     fields = (c.slot, c.consumer_id, c.claimed_at, c.host, c.pid)
     return {
         "insert": (
-            insert_unless_taken(table).on_conflict_do_nothing()
+            insert_unless_taken(table).on_conflict_do_nothing().returning(c.slot)
             if insert_unless_taken is not None
             else insert(table)
         ),
