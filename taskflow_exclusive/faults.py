@@ -27,7 +27,9 @@ import asyncio
 import errno
 import socket
 
-__all__ = ["describe", "is_unreachable"]
+from taskflow_exclusive.errors import ClaimError, ClaimStoreConfigError, ClaimStoreUnavailableError
+
+__all__ = ["claim_failure", "describe", "is_unreachable"]
 
 _NETWORK_ERRNOS = frozenset(
     {
@@ -98,3 +100,35 @@ def describe(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     lines = str(original).strip().splitlines() or [""]
     return f"{type(original).__name__}: {lines[0]}"
+
+
+def claim_failure(
+    ledger: str, uri: str, exc: BaseException, fix: str | None = None, unreachable: bool = False
+) -> ClaimError:
+    """The :class:`ClaimError` for ``exc``, raised by ``ledger`` while claiming ``uri``.
+
+    A ``fix`` makes it a :class:`ClaimStoreConfigError`; an outage
+    (``unreachable`` or :func:`is_unreachable`) a
+    :class:`ClaimStoreUnavailableError`; anything else a plain :class:`ClaimError`.
+    """
+    if fix is not None:
+        return ClaimStoreConfigError(
+            f"The {ledger} refused a claim on {uri}: {describe(exc)}. {fix} Nothing was handed "
+            "out; retrying will not help until this is fixed.",
+            ledger=ledger,
+            uri=uri,
+        )
+    if unreachable or is_unreachable(exc):
+        return ClaimStoreUnavailableError(
+            f"Could not record or read a claim on {uri} in the {ledger}: {describe(exc)}. No value "
+            "was handed out; retry when the store is reachable.",
+            ledger=ledger,
+            uri=uri,
+        )
+    return ClaimError(
+        f"The {ledger} failed unexpectedly on a claim on {uri}: {describe(exc)}. No value was "
+        "handed out. This is neither a known outage nor a known misconfiguration; please report it "
+        "with the traceback.",
+        ledger=ledger,
+        uri=uri,
+    )

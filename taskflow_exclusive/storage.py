@@ -44,12 +44,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from taskflow_exclusive import atomic
 from taskflow_exclusive.errors import (
-    ClaimStoreUnavailableError,
     ExclusiveError,
     IntegrityError,
     ObjectMissingError,
     StorageWriteError,
 )
+from taskflow_exclusive.faults import claim_failure
 from taskflow_exclusive.filesystems import StorageLocation, filesystem_for, parse_storage_url
 
 if TYPE_CHECKING:
@@ -465,11 +465,13 @@ class Store:
 
     @contextmanager
     def reaching(self, path: str) -> Iterator[None]:
-        """Report a store that cannot be reached as :class:`ClaimStoreUnavailableError`.
+        """Report a failed read as the claim error that says what to do.
 
         A missing object (``FileNotFoundError``) and our own errors pass
-        through; anything else (refused connection, timeout, server or
-        permission error) means the read could not be done.
+        through. A refused connection, a timeout or a server error means the
+        store could not be reached (:class:`ClaimStoreUnavailableError`,
+        retry is safe); refused credentials, a missing bucket or a path that
+        is a folder are :class:`ClaimStoreConfigError` (fix the setting).
         """
         try:
             yield
@@ -477,12 +479,12 @@ class Store:
             raise
         except Exception as exc:
             where = self.describe_root()
-            raise ClaimStoreUnavailableError(
-                f"Could not read {self.uri(path)} from the object store {where}: "
-                f"{type(exc).__name__}: {exc}. No value was handed out; retry when the store is "
-                "reachable (a consumer whose claim was recorded gets the value on retry).",
-                ledger=f"object store {where}",
-                uri=self.uri(path),
+            raise claim_failure(
+                f"object store {where}",
+                self.uri(path),
+                exc,
+                fix=_store_misconfigured(exc),
+                unreachable=_store_unreachable(exc),
             ) from exc
 
     def read_small(self, path: str) -> bytes | None:
@@ -609,3 +611,44 @@ class Store:
             except FileNotFoundError:
                 continue
         return removed
+
+
+# botocore/s3fs error codes that mean "fix the credentials or the bucket", not "try again later".
+_S3_PERMANENT_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
+)
+
+
+_S3_TRANSIENT_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"})
+
+
+def _store_misconfigured(exc: BaseException) -> str | None:
+    """What to fix when the object store refused a read for a reason a retry will not cure."""
+    if isinstance(exc, PermissionError) or _client_error_code(exc) in _S3_PERMANENT_CODES:
+        return (
+            "Check the credentials of the storage connection (or the Variable "
+            "'taskflow_exclusive_storage_url') and that the bucket exists and may be read and written."
+        )
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+        return "A folder stands where a stored object should be (or the reverse): the store was altered."
+    return None
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    """Errors of fsspec drivers that are outages: server errors (5xx) and throttling."""
+    code = _client_error_code(exc)
+    return code is not None and (
+        code.startswith("5") or code in ("SlowDown", "InternalError", "ServiceUnavailable")
+    )
+
+
+def _client_error_code(exc: BaseException) -> str | None:
+    current: BaseException | None = exc
+    while current is not None:
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        current = current.__cause__
+    return None

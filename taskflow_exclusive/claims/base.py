@@ -66,12 +66,11 @@ from datetime import datetime, timezone
 from taskflow_exclusive.errors import (
     AlreadyClaimedError,
     ClaimError,
-    ClaimStoreConfigError,
-    ClaimStoreUnavailableError,
     ExclusiveError,
     InvalidArgumentError,
     MalformedRecordError,
 )
+from taskflow_exclusive.faults import claim_failure
 
 __all__ = [
     "MAX_CLAIMS_LIMIT",
@@ -79,7 +78,6 @@ __all__ = [
     "ClaimRecord",
     "check_consumer_id",
     "check_max_claims",
-    "ledger_failure",
     "reaching",
 ]
 
@@ -415,33 +413,4 @@ def reaching(
     except ExclusiveError:
         raise
     except Exception as exc:
-        raise ledger_failure(ledger, uri, exc, misconfigured(exc), unreachable(exc)) from exc
-
-
-def ledger_failure(
-    ledger: str, uri: str, exc: BaseException, fix: str | None = None, unreachable: bool = False
-) -> ClaimError:
-    """The :class:`ClaimError` subclass for ``exc`` raised by ``ledger`` (see :func:`reaching`)."""
-    from taskflow_exclusive.faults import describe, is_unreachable
-
-    if fix is not None:
-        return ClaimStoreConfigError(
-            f"The {ledger} refused a claim on {uri}: {describe(exc)}. {fix} Nothing was handed "
-            "out; retrying will not help until this is fixed.",
-            ledger=ledger,
-            uri=uri,
-        )
-    if unreachable or is_unreachable(exc):
-        return ClaimStoreUnavailableError(
-            f"Could not record or read a claim on {uri} in the {ledger}: {describe(exc)}. No value "
-            "was handed out; retry when the store is reachable.",
-            ledger=ledger,
-            uri=uri,
-        )
-    return ClaimError(
-        f"The {ledger} failed unexpectedly on a claim on {uri}: {describe(exc)}. No value was "
-        "handed out. This is neither a known outage nor a known misconfiguration; please report it "
-        "with the traceback.",
-        ledger=ledger,
-        uri=uri,
-    )
+        raise claim_failure(ledger, uri, exc, misconfigured(exc), unreachable(exc)) from exc
