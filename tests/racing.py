@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import tests.broken_ledgers  # noqa: F401  (workers open the negative controls' ledgers too)
+
 
 @dataclass
 class RaceReport:
