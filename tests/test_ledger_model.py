@@ -133,5 +133,8 @@ def test_negative_control_the_model_catches_a_consumer_in_two_slots(file_url, mo
     with pytest.raises(AssertionError, match="holds two slots"):
         run_state_machine_as_test(
             Machine,
-            settings=settings(max_examples=200, stateful_step_count=25, deadline=None, database=None),
+            # Derandomized: the same examples every run, so the control cannot pass by luck.
+            settings=settings(
+                max_examples=1000, stateful_step_count=25, deadline=None, database=None, derandomize=True
+            ),
         )
