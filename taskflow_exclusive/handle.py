@@ -18,7 +18,7 @@ Example::
     {'rows': 3}
     >>> handle.claim(consumer_id="audit")       # anyone else
     Traceback (most recent call last):
-    AlreadyClaimedError: The value at memory:///docs/... already claimed by 'report' ...
+    taskflow_exclusive.errors.AlreadyClaimedError: The value at memory:///docs/... claimed by 'report' ...
 """
 
 from __future__ import annotations

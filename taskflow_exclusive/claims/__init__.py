@@ -13,7 +13,7 @@ Example::
 
     >>> from taskflow_exclusive.storage import Store
     >>> open_ledger(None, Store.from_url("memory://docs")).describe()
-    'object store memory:///docs'
+    'object store memory:// (claim records beside the value)'
 """
 
 from __future__ import annotations
