@@ -9,13 +9,23 @@ workers open them like any other:
   exist, write it" (two steps, the race every real ledger avoids);
 - ``broken-blind-release://<folder>``: claims correctly, but releases by
   deleting whatever the slot holds, without comparing it to the record the
-  release read (what the ledgers did before compare-and-delete).
+  release read (what the ledgers did before compare-and-delete);
+- ``slow-release://<folder>``: the real ledger, correct, with the same delay
+  before each release as the broken one, for comparison.
+
+A release reads, then deletes: on local disk the two are microseconds apart,
+on S3 or a database a round trip. The release ledgers here wait
+``RELEASE_LATENCY`` (5 ms, a remote store's round trip) between the two, so
+that a race harness sees the window a remote store has; the slowed correct
+ledger shows the same window is harmless with compare-and-delete.
 
 Importing this module registers both (tests/racing.py and
 tests/edge_racing.py import it, so their workers know the schemes).
 """
 
 from __future__ import annotations
+
+import time
 
 from taskflow_exclusive.claims import register_ledger
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
@@ -24,6 +34,8 @@ from taskflow_exclusive.storage import Store
 
 CHECK_THEN_WRITE = "broken-check-then-write"
 BLIND_RELEASE = "broken-blind-release"
+SLOW_RELEASE = "slow-release"
+RELEASE_LATENCY = 0.005
 
 
 class _OnLocalDisk(ClaimLedger):
@@ -79,7 +91,16 @@ class BlindReleaseLedger(_OnLocalDisk):
         return [found] if found is not None else []
 
     def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        time.sleep(RELEASE_LATENCY)
         return self.real.store.remove([self.real._paths(uri).claim_record(record.slot)]) > 0
+
+
+class SlowReleaseLedger(_OnLocalDisk):
+    """The real ledger with the broken one's delay before each compare-and-delete."""
+
+    def _delete_if_held(self, uri: str, record: ClaimRecord) -> bool:
+        time.sleep(RELEASE_LATENCY)
+        return self.real._delete_if_held(uri, record)
 
 
 def _opener(cls: type[_OnLocalDisk], scheme: str):
@@ -91,6 +112,7 @@ def _opener(cls: type[_OnLocalDisk], scheme: str):
 
 register_ledger(CHECK_THEN_WRITE, _opener(CheckThenWriteLedger, CHECK_THEN_WRITE))
 register_ledger(BLIND_RELEASE, _opener(BlindReleaseLedger, BLIND_RELEASE))
+register_ledger(SLOW_RELEASE, _opener(SlowReleaseLedger, SLOW_RELEASE))
 
 
 def spec(scheme: str, storage_url: str) -> str:

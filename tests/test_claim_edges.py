@@ -100,12 +100,23 @@ def test_two_releases_racing_two_claims_free_one_slot_and_one_consumer_gets_the_
 
 @pytest.mark.slow
 def test_negative_control_a_release_that_does_not_compare_gives_the_value_twice(file_url):
-    """The harness above catches a ledger whose release deletes without comparing."""
+    """The harness above catches a ledger whose release deletes without comparing.
+
+    Both ledgers wait a remote store's round trip (5 ms) between a release's read and its delete:
+    the broken one gives one value to two consumers; the correct one, with the same wait, never.
+    """
     rounds = env_count("TFX_RELEASE_RACE_ROUNDS", 300)
-    spec = broken_ledgers.spec(broken_ledgers.BLIND_RELEASE, file_url)
-    _, _, both_got_it, _ = _release_race(file_url, spec, rounds)
-    print(f"negative control (blind release): {both_got_it} of {rounds} rounds gave the value to B and C")
-    assert both_got_it > 0
+    broken = broken_ledgers.spec(broken_ledgers.BLIND_RELEASE, file_url)
+    _, _, broken_both, _ = _release_race(file_url, broken, rounds)
+    correct = broken_ledgers.spec(broken_ledgers.SLOW_RELEASE, file_url)
+    _, race, correct_both, correct_two_released = _release_race(file_url, correct, rounds)
+    print(
+        f"negative control: blind release gave the value to B and C in {broken_both} of {rounds} "
+        f"rounds; compare-and-delete with the same delay in {correct_both}"
+    )
+    assert broken_both > 0
+    assert race.raw_errors() == []
+    assert correct_both == 0 and correct_two_released == 0
 
 
 def test_two_sequential_releases_of_one_holder_free_only_its_slot(file_url, claims):
