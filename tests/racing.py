@@ -24,6 +24,7 @@ only call ``handle.claim(consumer_id=...)``.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_module
 import random
 import time
@@ -118,7 +119,8 @@ def _batch_worker(consumer_id, plan, barrier, results):
 
     from taskflow_exclusive import ExclusiveHandle
 
-    handles_json, batch, threads, seed = plan
+    handles_json, batch, threads, seed, env = plan
+    os.environ.update(env)  # a fork server keeps the environment of its first use: hand over the rest
     handles = [ExclusiveHandle.from_json(text) for text in handles_json]
     order = random.Random(f"{seed}/{consumer_id}")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
@@ -137,6 +139,11 @@ def _batch_worker(consumer_id, plan, barrier, results):
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def _connections() -> dict[str, str]:
+    """The Airflow connections and Variables of this process, which workers need to reach stores."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
 
 
 def race_batches(
@@ -166,10 +173,11 @@ def race_batches(
     context = context or multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     results = context.Queue()
+    plan = (handles_json, batch, threads, seed, _connections())
     workers = [
         context.Process(
             target=_batch_worker,
-            args=(f"consumer-{i:02d}", (handles_json, batch, threads, seed), barrier, results),
+            args=(f"consumer-{i:02d}", plan, barrier, results),
         )
         for i in range(processes)
     ]

@@ -99,7 +99,7 @@ def test_exclusive_output_under_task_gives_what_exclusive_task_gives(
 def test_invalid_arguments_fail_at_decoration():
     with pytest.raises(ValueError, match="split=True and multiple_outputs=True"):
         exclusive_task(split=True, multiple_outputs=True)
-    with pytest.raises(ValueError, match="max_claims must be a positive integer"):
+    with pytest.raises(ValueError, match="max_claims must be an int from 1 to 10000"):
         exclusive_task(max_claims=0)
     with pytest.raises(Exception, match="nope"):
         exclusive_task(serializer="nope")
