@@ -10,6 +10,8 @@ workers open them like any other:
 - ``broken-blind-release://<folder>``: claims correctly, but releases by
   deleting whatever the slot holds, without comparing it to the record the
   release read (what the ledgers did before compare-and-delete);
+- ``broken-no-repair://<folder>``: a consumer whose concurrent tries landed
+  in two slots keeps both (the ledger skips freeing all but the lowest);
 - ``slow-release://<folder>``: the real ledger, correct, with the same delay
   before each release as the broken one, for comparison.
 
@@ -35,6 +37,7 @@ from taskflow_exclusive.storage import Store
 CHECK_THEN_WRITE = "broken-check-then-write"
 BLIND_RELEASE = "broken-blind-release"
 SLOW_RELEASE = "slow-release"
+NO_REPAIR = "broken-no-repair"
 RELEASE_LATENCY = 0.005
 
 
@@ -95,6 +98,13 @@ class BlindReleaseLedger(_OnLocalDisk):
         return self.real.store.remove([self.real._paths(uri).claim_record(record.slot)]) > 0
 
 
+class NoRepairLedger(_OnLocalDisk):
+    """Keeps every slot a consumer's racing tries took."""
+
+    def _keep_lowest(self, uri: str, mine: list[ClaimRecord]) -> ClaimRecord:
+        return mine[0]
+
+
 class SlowReleaseLedger(_OnLocalDisk):
     """The real ledger with the broken one's delay before each compare-and-delete."""
 
@@ -113,6 +123,7 @@ def _opener(cls: type[_OnLocalDisk], scheme: str):
 register_ledger(CHECK_THEN_WRITE, _opener(CheckThenWriteLedger, CHECK_THEN_WRITE))
 register_ledger(BLIND_RELEASE, _opener(BlindReleaseLedger, BLIND_RELEASE))
 register_ledger(SLOW_RELEASE, _opener(SlowReleaseLedger, SLOW_RELEASE))
+register_ledger(NO_REPAIR, _opener(NoRepairLedger, NO_REPAIR))
 
 
 def spec(scheme: str, storage_url: str) -> str:

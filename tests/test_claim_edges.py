@@ -172,6 +172,42 @@ def test_a_consumer_found_in_two_slots_keeps_the_lowest_and_frees_the_other(file
     assert [(h.consumer_id, h.slot) for h in ledger.holders(handle.uri)] == [("A", 0)]
 
 
+# B holds slot 0; three tries of A race B's release, so A's tries see different slots free.
+SELF_RACE = [("claim", "A"), ("claim", "A"), ("claim", "A"), ("release", "B")]
+
+
+def _self_race(storage: str, claims: str | None, rounds: int):
+    handles = [
+        publish(number, storage=storage, claims=claims, max_claims=3, label="self-race")
+        for number in range(rounds)
+    ]
+    for handle in handles:
+        handle.claim(consumer_id="B")
+    race = race_actions([h.to_json() for h in handles], SELF_RACE, env=_connections())
+    doubled = sum(1 for handle in handles if [h.consumer_id for h in handle.holders()].count("A") > 1)
+    return handles, race, doubled
+
+
+@pytest.mark.slow
+def test_three_tries_of_one_consumer_racing_a_release_end_in_one_slot(file_url, claims):
+    rounds = env_count("TFX_SELF_RACE_ROUNDS", 100)
+    handles, race, doubled = _self_race(file_url, claims, rounds)
+    assert race.raw_errors() == []
+    assert doubled == 0, f"A held two slots after {doubled} of {rounds} races"
+    for number, handle in enumerate(handles):
+        assert race.of(number, "claim") == [("value", number)] * 3  # every try got it
+        assert race.of(number, "release") == [("released", "B")]
+        assert [h.consumer_id for h in handle.holders()] == ["A"]
+
+
+@pytest.mark.slow
+def test_negative_control_without_the_repair_racing_tries_keep_two_slots(file_url):
+    rounds = env_count("TFX_SELF_RACE_ROUNDS", 100)
+    _, _, doubled = _self_race(file_url, broken_ledgers.spec(broken_ledgers.NO_REPAIR, file_url), rounds)
+    print(f"negative control (no repair): A held two slots after {doubled} of {rounds} races")
+    assert doubled > 0
+
+
 # --- 3. the cost of max_claims -------------------------------------------------------------------
 
 

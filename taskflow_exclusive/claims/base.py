@@ -289,9 +289,7 @@ class ClaimLedger(ABC):
             holders = self._list(uri)
             mine = [record for record in holders if record.consumer_id == consumer_id]
             if mine:
-                for duplicate in mine[1:]:  # left by two tries of this consumer racing each other
-                    self._delete_if_held(uri, duplicate)
-                return self._again(uri, mine[0])
+                return self._again(uri, self._keep_lowest(uri, mine))
             if len(holders) >= max_claims:
                 raise AlreadyClaimedError(uri, consumer_id, holders, self.describe())
             taken = {record.slot for record in holders}
@@ -299,7 +297,8 @@ class ClaimLedger(ABC):
             record = ClaimRecord(consumer_id, slot=free)
             stored = self._create_or_get(uri, free, record)
             if stored is record:
-                return self._keep_lowest(uri, record)
+                mine = [held for held in self._list(uri) if held.consumer_id == consumer_id]
+                return self._keep_lowest(uri, mine) if mine else record
             if stored is not None and stored.consumer_id == consumer_id:
                 return self._again(uri, stored)
             # Someone took the free slot first, or it changed under us: look again.
@@ -319,16 +318,13 @@ class ClaimLedger(ABC):
             raise AlreadyClaimedError(uri, consumer_id, [stored], self.describe())
         raise self._kept_changing(uri, consumer_id)
 
-    def _keep_lowest(self, uri: str, record: ClaimRecord) -> ClaimRecord:
-        """After a new claim: if the same consumer (a concurrent try) also holds a lower slot,
-        free every other slot of this consumer and return the lowest.
+    def _keep_lowest(self, uri: str, mine: list[ClaimRecord]) -> ClaimRecord:
+        """One slot per consumer: keep the lowest of ``mine`` (its records, by slot), free the rest.
 
-        Two concurrent tries of one consumer each list after creating; the later
-        list sees both records, so the duplicate never outlives the later try.
+        Two concurrent tries of one consumer can land in two slots. Each lists
+        after creating; whichever lists later sees both records and frees all
+        but the lowest, so the duplicate never outlives the later try.
         """
-        mine = [held for held in self._list(uri) if held.consumer_id == record.consumer_id]
-        if not mine or mine[0].slot >= record.slot:
-            return record
         for duplicate in mine[1:]:
             self._delete_if_held(uri, duplicate)
         return mine[0]

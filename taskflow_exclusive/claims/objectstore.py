@@ -74,7 +74,7 @@ class ObjectStoreLedger(ClaimLedger):
                 existing = self._record_at(path)
                 if existing is None:
                     return None  # the value's claims were purged under us
-                if not self.store.exists(paths.release_marker(slot, generation)):
+                if not self._is_released(paths, slot, generation):
                     return existing
                 generation += 1  # that holder was released: the slot is free one generation on
 
@@ -107,8 +107,8 @@ class ObjectStoreLedger(ClaimLedger):
                 stored = self._record_at(paths.claim_record(record.slot, generation))
                 if stored is None:
                     return False  # the slot is free (or purged): nothing of this record to release
-                marker = paths.release_marker(record.slot, generation)
-                if not self.store.exists(marker):
+                if not self._is_released(paths, record.slot, generation):
+                    marker = paths.release_marker(record.slot, generation)
                     return record.same_claim(stored) and self.store.create_if_absent(marker, b"{}")
                 generation += 1
 
@@ -127,6 +127,10 @@ class ObjectStoreLedger(ClaimLedger):
                 except OSError:
                     continue
         return removed
+
+    def _is_released(self, paths: ObjectPaths, slot: int, generation: int) -> bool:
+        # A GET, not exists(): on S3/GCS exists() falls back to listing the folder for a missing key.
+        return self.store.read_small(paths.release_marker(slot, generation)) is not None
 
     def _record_at(self, path: str) -> ClaimRecord | None:
         raw = self.store.read_small(path)
