@@ -25,6 +25,7 @@ from typing import Any
 
 import tests.broken_ledgers  # noqa: F401  (registers the negative controls' schemes)
 from tests import crashing
+from tests.racing import run_workers
 
 Outcome = tuple[str, Any]
 
@@ -128,17 +129,11 @@ def race_actions(
         for i, (action, consumer) in enumerate(actions)
     ]
     race = ActionRace(actions=list(actions))
-    started = time.monotonic()
-    for worker in workers:
-        worker.start()
-    try:
+
+    def collect() -> None:
         for _ in range(len(handles_json) * len(actions)):
             number, index, outcome = results.get(timeout=300)
             race.outcomes[number][index] = outcome
-    finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
-    race.seconds = time.monotonic() - started
+
+    race.seconds = run_workers(workers, collect)
     return race

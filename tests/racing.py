@@ -183,18 +183,29 @@ def race_batches(
     ]
     report = RaceReport(rounds=len(handles_json), processes=processes, batch=batch, threads=threads)
     rounds = -(-len(handles_json) // batch)
+    deadline = time.monotonic() + timeout
+    report.seconds = run_workers(
+        workers, lambda: _collect(report, (results, workers), rounds * processes, expected, deadline)
+    )
+    return report
+
+
+def run_workers(workers: list[Any], collect: Callable[[], None]) -> float:
+    """Start ``workers``, ``collect()`` their results, then join them (killing stragglers).
+
+    Returns the seconds from the first start to the last join.
+    """
     started = time.monotonic()
     for worker in workers:
         worker.start()
     try:
-        _collect(report, (results, workers), rounds * processes, expected, started + timeout)
+        collect()
     finally:
         for worker in workers:
             worker.join(timeout=30)
             if worker.is_alive():
                 worker.kill()
-    report.seconds = time.monotonic() - started
-    return report
+    return time.monotonic() - started
 
 
 def _collect(report, channel, messages, expected, deadline) -> None:
