@@ -81,7 +81,7 @@ class ObjectStoreSubject(Subject):
 
     def ledger(self):
         from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
-        from taskflow_exclusive.storage import Store
+        from taskflow_exclusive.storage.store import Store
 
         return ObjectStoreLedger(Store.from_url(self.url))
 
@@ -89,7 +89,7 @@ class ObjectStoreSubject(Subject):
         return f"{self.url}/{run}/{number:032x}.bin"
 
     def bare(self) -> Callable[[str], bool]:
-        from taskflow_exclusive.filesystems import filesystem_for, parse_storage_url
+        from taskflow_exclusive.storage.filesystems import filesystem_for, parse_storage_url
 
         location = parse_storage_url(self.url)
         fs = filesystem_for(location)

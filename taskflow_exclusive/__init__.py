@@ -21,27 +21,38 @@ Example, outside Airflow::
     >>> extract().claim()
     [1, 2, 3]
 
-Importing this package is cheap and has no side effects: names are loaded
-on first use (Airflow imports an XCom backend in every component).
+Importing this package is cheap and has no side effects: it imports nothing
+from Airflow, and names are loaded on first use (Airflow imports an XCom
+backend in every component).
+
+The floors, each using only those below it:
+
+- ``taskflow_exclusive.airflow`` (decorators, operator, XCom backend, plugin,
+  provider) and ``taskflow_exclusive.cli`` (the command, the demo);
+- the core: ``handle``, ``publishing``, ``consuming``, ``config``,
+  ``identity``, ``host`` (the seam the Airflow floor plugs into);
+- ``claims`` (ledgers), ``storage`` (filesystems, atomic writes, layout,
+  cleanup), ``formats`` (serializers, compression), ``errors``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "ExclusiveHandle": "taskflow_exclusive.handle",
     "ExclusiveOutput": "taskflow_exclusive.publishing",
+    "OutputOptions": "taskflow_exclusive.publishing",
     "publish": "taskflow_exclusive.publishing",
-    "exclusive_output": "taskflow_exclusive.decorators",
-    "exclusive_task": "taskflow_exclusive.decorators",
-    "Claimed": "taskflow_exclusive.inputs",
-    "Serializer": "taskflow_exclusive.serializers",
-    "register_serializer": "taskflow_exclusive.serializers",
-    "available_serializers": "taskflow_exclusive.serializers",
+    "exclusive_output": "taskflow_exclusive.airflow.decorators",
+    "exclusive_task": "taskflow_exclusive.airflow.decorators",
+    "Claimed": "taskflow_exclusive.airflow.inputs",
+    "Serializer": "taskflow_exclusive.formats.serializers",
+    "register_serializer": "taskflow_exclusive.formats.serializers",
+    "available_serializers": "taskflow_exclusive.formats.serializers",
     "ClaimLedger": "taskflow_exclusive.claims.base",
     "ClaimRecord": "taskflow_exclusive.claims.base",
     "register_ledger": "taskflow_exclusive.claims",
@@ -62,60 +73,8 @@ _EXPORTS = {
     "StorageWriteError": "taskflow_exclusive.errors",
 }
 
-__all__ = [
-    "CLAIMS_URL_VARIABLE",
-    "STORAGE_URL_VARIABLE",
-    "AlreadyClaimedError",
-    "ClaimError",
-    "ClaimLedger",
-    "ClaimRecord",
-    "ClaimStoreConfigError",
-    "ClaimStoreUnavailableError",
-    "Claimed",
-    "ExclusiveError",
-    "ExclusiveHandle",
-    "ExclusiveOutput",
-    "IntegrityError",
-    "InvalidArgumentError",
-    "LocalStorageWarning",
-    "MalformedRecordError",
-    "ObjectMissingError",
-    "SerializationError",
-    "Serializer",
-    "StorageConfigError",
-    "StorageWriteError",
-    "__version__",
-    "available_serializers",
-    "exclusive_output",
-    "exclusive_task",
-    "publish",
-    "register_ledger",
-    "register_serializer",
-]
-
-if TYPE_CHECKING:
-    from taskflow_exclusive.claims import register_ledger
-    from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
-    from taskflow_exclusive.config import CLAIMS_URL_VARIABLE, STORAGE_URL_VARIABLE, LocalStorageWarning
-    from taskflow_exclusive.decorators import exclusive_output, exclusive_task
-    from taskflow_exclusive.errors import (
-        AlreadyClaimedError,
-        ClaimError,
-        ClaimStoreConfigError,
-        ClaimStoreUnavailableError,
-        ExclusiveError,
-        IntegrityError,
-        InvalidArgumentError,
-        MalformedRecordError,
-        ObjectMissingError,
-        SerializationError,
-        StorageConfigError,
-        StorageWriteError,
-    )
-    from taskflow_exclusive.handle import ExclusiveHandle
-    from taskflow_exclusive.inputs import Claimed
-    from taskflow_exclusive.publishing import ExclusiveOutput, publish
-    from taskflow_exclusive.serializers import Serializer, available_serializers, register_serializer
+# The one list of public names: ``__all__``, ``dir()`` and lazy loading all derive from it.
+__all__ = [*_EXPORTS, "__version__"]  # noqa: PLE0604 (derived, not a literal: one list)
 
 
 def __getattr__(name: str) -> Any:

@@ -4,9 +4,10 @@ The storage URL is resolved here and nowhere else::
 
     explicit argument  >  Airflow Variable ``taskflow_exclusive_storage_url``  >  local default
 
-The Variable is read through ``airflow.sdk.Variable``, so the environment
-variable ``AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL`` works everywhere (in a
-task, in a notebook, in a plain script). The default is a folder under
+The Variable is read through the host (:mod:`taskflow_exclusive.host`): with
+Airflow, ``airflow.sdk.Variable``, so the environment variable
+``AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL`` works everywhere (in a task,
+in a notebook, in a plain script). The default is a folder under
 ``AIRFLOW_HOME``; using it emits one :class:`LocalStorageWarning`, because a
 local folder only serves the machine it is on.
 
@@ -32,16 +33,13 @@ CLAIMS_URL_VARIABLE = "taskflow_exclusive_claims_url"
 
 __all__ = [
     "CLAIMS_URL_VARIABLE",
-    "CONFIG_SECTION",
     "STORAGE_URL_VARIABLE",
     "LocalStorageWarning",
     "Setting",
-    "XComSettings",
     "default_storage_url",
     "read_variable",
     "resolve_claims_url",
     "resolve_storage_url",
-    "xcom_settings",
 ]
 
 
@@ -61,34 +59,15 @@ _warned_local = threading.Event()
 
 
 def read_variable(key: str) -> str | None:
-    """Return the Airflow Variable ``key``, or ``None`` when it is not set.
+    """The setting ``key`` (an Airflow Variable, asked of the host), or ``None`` when unset.
 
     Any other failure (the API server unreachable, a secrets backend error) is
     raised as :class:`StorageConfigError` rather than silently ignored: falling
     back to a default would send values somewhere the user did not choose.
     """
-    from airflow.sdk import Variable  # imported here: it costs ~1.5 s the first time
+    from taskflow_exclusive.host import current_host
 
-    try:
-        value = Variable.get(key, default=None)
-    except ImportError as exc:
-        if "SUPERVISOR_COMMS" not in str(exc):
-            raise
-        # Airflow 3.0-3.2 outside a task: the secrets backends (environment variables
-        # included) were searched and had no value, then there is no API server to ask.
-        # Airflow 3.3 returns the default in the same situation.
-        return None
-    except Exception as exc:  # Airflow raises several types here; all mean "cannot read"
-        raise StorageConfigError(
-            f"Could not read Airflow Variable {key!r}: {exc}. Set it in the Airflow UI or "
-            f"CLI, or export AIRFLOW_VAR_{key.upper()}.",
-            url=None,
-            source=f"Airflow Variable {key!r}",
-        ) from exc
-    if value is None:
-        return None
-    value = str(value).strip()
-    return value or None
+    return current_host().variable(key)
 
 
 def default_storage_url() -> str:
@@ -154,45 +133,3 @@ def _warn_local_default_once(url: str) -> None:
 def reset_for_tests() -> None:
     """Forget the one-time warning, so a test can observe it again."""
     _warned_local.clear()
-
-
-# --- XCom backend settings ----------------------------------------------------------------------
-
-CONFIG_SECTION = "taskflow_exclusive"
-DEFAULT_XCOM_THRESHOLD = 65536
-
-
-@dataclass(frozen=True)
-class XComSettings:
-    """``[taskflow_exclusive]`` options read by :class:`~taskflow_exclusive.xcom.ExclusiveXCom`.
-
-    - ``xcom_threshold``: XComs whose serialized size reaches this many bytes go to
-      storage; ``0`` offloads every XCom, a negative value none (values Airflow's serde
-      cannot encode, such as ``bytes`` or numpy arrays, are offloaded regardless).
-    - ``xcom_compression``: fsspec codec for offloaded values, or empty.
-
-    Each has an environment variable: ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD``,
-    ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION``.
-    """
-
-    threshold: int = DEFAULT_XCOM_THRESHOLD
-    compression: str | None = None
-
-
-def xcom_settings() -> XComSettings:
-    """Read the XCom options now (no caching: tests and operators may change them)."""
-    from airflow.sdk.configuration import conf
-
-    raw_threshold = conf.get(CONFIG_SECTION, "xcom_threshold", fallback=str(DEFAULT_XCOM_THRESHOLD))
-    try:
-        threshold = int(str(raw_threshold).strip())
-    except ValueError:
-        raise StorageConfigError(
-            f"[{CONFIG_SECTION}] xcom_threshold is {raw_threshold!r}, not a whole number of bytes. "
-            f"Fix it in airflow.cfg or AIRFLOW__{CONFIG_SECTION.upper()}__XCOM_THRESHOLD "
-            "(0 offloads every XCom, -1 none).",
-            url=None,
-            source=f"[{CONFIG_SECTION}] xcom_threshold",
-        ) from None
-    compression = str(conf.get(CONFIG_SECTION, "xcom_compression", fallback="") or "").strip() or None
-    return XComSettings(threshold=threshold, compression=compression)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,24 +70,23 @@ class ExclusiveHandle:
 
         Raises :class:`IntegrityError` (bytes or manifest do not match: nothing
         is deserialized), :class:`ObjectMissingError`, :class:`AlreadyClaimedError`,
-        :class:`ClaimStoreUnavailableError`. Inside an Airflow task,
-        :class:`AlreadyClaimedError` fails the task without retries (see
-        :mod:`taskflow_exclusive.task_failures`).
+        :class:`ClaimStoreUnavailableError`. The host sees every refusal first:
+        inside an Airflow task, :class:`AlreadyClaimedError` fails the task
+        without retries (see :mod:`taskflow_exclusive.airflow.failures`).
         """
-        from taskflow_exclusive.claiming import claim_value
+        from taskflow_exclusive.consuming import claim_value
 
         try:
             return claim_value(self, consumer_id)
         except AlreadyClaimedError as refused:
-            if "airflow.sdk" in sys.modules:  # only a running Airflow task changes the error
-                from taskflow_exclusive.task_failures import fail_task_without_retry
+            from taskflow_exclusive.host import current_host
 
-                fail_task_without_retry(refused)
+            current_host().refuse(refused)  # in an Airflow task: fails it without retries
             raise
 
     def holders(self) -> list[ClaimRecord]:
         """Who holds this value, and since when (one record per taken slot)."""
-        from taskflow_exclusive.claiming import value_holders
+        from taskflow_exclusive.consuming import value_holders
 
         return value_holders(self)
 
@@ -97,13 +95,13 @@ class ExclusiveHandle:
 
         For operators, when the holder is gone for good; logged with ``reason``.
         """
-        from taskflow_exclusive.claiming import release_claim
+        from taskflow_exclusive.consuming import release_claim
 
         return release_claim(self, consumer_id, reason=reason)
 
     def purge(self) -> int:
         """Delete the value, its manifest and its claims; return how many objects went."""
-        from taskflow_exclusive.claiming import purge_value
+        from taskflow_exclusive.consuming import purge_value
 
         return purge_value(self)
 
@@ -162,7 +160,7 @@ class ExclusiveHandle:
             raise _malformed(where, f"it is not JSON ({_first_line(exc)})", None) from None
         return cls.from_dict(data, where=where)
 
-    # -- Airflow XCom serde hooks (see taskflow_exclusive.serde) -----------------------------
+    # -- Airflow XCom serde hooks (see taskflow_exclusive.airflow.serde) -----------------------------
 
     def serialize(self) -> dict[str, Any]:
         """What Airflow's XCom serde stores for this handle (``to_dict()``)."""

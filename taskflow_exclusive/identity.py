@@ -18,7 +18,6 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import sys
 from dataclasses import dataclass
 
 __all__ = ["TaskInstanceId", "default_consumer_id", "local_consumer_id", "running_task"]
@@ -44,27 +43,13 @@ class TaskInstanceId:
 
 
 def running_task() -> TaskInstanceId | None:
-    """The Airflow task instance running in this process, or ``None``.
+    """The task instance running in this process, or ``None`` (asked of the host).
 
-    Cheap outside Airflow: if the task SDK was never imported, no task runs here.
+    See :mod:`taskflow_exclusive.host`: with Airflow, the running task instance.
     """
-    if "airflow.sdk" not in sys.modules:
-        return None
-    from airflow.sdk import get_current_context
+    from taskflow_exclusive.host import current_host
 
-    try:
-        context = get_current_context()
-    except RuntimeError:  # raised when no task is executing
-        return None
-    ti = context["ti"]
-    map_index = getattr(ti, "map_index", -1)
-    return TaskInstanceId(
-        dag_id=str(ti.dag_id),
-        run_id=str(ti.run_id),
-        task_id=str(ti.task_id),
-        map_index=-1 if map_index is None else int(map_index),
-        try_number=int(getattr(ti, "try_number", 1) or 1),
-    )
+    return current_host().running_task()
 
 
 def _user() -> str:

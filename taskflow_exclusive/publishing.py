@@ -36,32 +36,51 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypedDict
 
-from taskflow_exclusive import compression as codecs
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.claims.base import check_max_claims
 from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
 from taskflow_exclusive.config import resolve_claims_url, resolve_storage_url
 from taskflow_exclusive.errors import ExclusiveError, StorageConfigError
-from taskflow_exclusive.handle import ExclusiveHandle
-from taskflow_exclusive.identity import TaskInstanceId, local_producer_id, running_task
-from taskflow_exclusive.layout import LOCAL_FOLDER, ObjectPaths, encode_segment, new_stem, stem_try_number
-from taskflow_exclusive.serializers import (
+from taskflow_exclusive.formats import compression as codecs
+from taskflow_exclusive.formats.serializers import (
     Serializer,
     choose_serializer,
     get_serializer,
     no_serializer_error,
 )
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.identity import TaskInstanceId, local_producer_id, running_task
+from taskflow_exclusive.memo import Memo
+from taskflow_exclusive.storage.layout import (
+    LOCAL_FOLDER,
+    ObjectPaths,
+    encode_segment,
+    new_stem,
+    stem_try_number,
+)
+from taskflow_exclusive.storage.store import Store
 
-__all__ = ["ExclusiveOutput", "publish"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ExclusiveOutput", "OutputOptions", "publish"]
 
 log = logging.getLogger("taskflow_exclusive")
+
+
+class OutputOptions(TypedDict, total=False):
+    """The options every way of publishing takes (documented on :class:`ExclusiveOutput`)."""
+
+    storage: str | None
+    serializer: str | Serializer | None
+    compression: str | None
+    max_claims: int
+    claims: str | None
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,21 @@ class ExclusiveOutput:
             get_serializer(self.serializer)  # unknown names fail when declared, not when run
         if self.compression is not None:
             codecs.extension_for(self.compression)
+
+    @classmethod
+    def taking_options(cls, arguments: dict[str, Any]) -> tuple[ExclusiveOutput, dict[str, Any]]:
+        """Build one from the :class:`OutputOptions` among ``arguments``; return it and the rest.
+
+        Example::
+
+            >>> output, rest = ExclusiveOutput.taking_options({"max_claims": 2, "retries": 3})
+            >>> output.max_claims, rest
+            (2, {'retries': 3})
+        """
+        names = {option.name for option in fields(cls)}
+        options = {name: value for name, value in arguments.items() if name in names}
+        rest = {name: value for name, value in arguments.items() if name not in names}
+        return cls(**options), rest
 
     def publish(
         self,
@@ -165,16 +199,7 @@ class ExclusiveOutput:
         return dump
 
 
-def publish(
-    value: Any,
-    *,
-    storage: str | None = None,
-    serializer: str | Serializer | None = None,
-    compression: str | None = None,
-    max_claims: int = 1,
-    claims: str | None = None,
-    label: str | None = None,
-) -> ExclusiveHandle:
+def publish(value: Any, *, label: str | None = None, **options: Unpack[OutputOptions]) -> ExclusiveHandle:
     """Store ``value`` and return a claim-once :class:`ExclusiveHandle`.
 
     Example::
@@ -183,14 +208,7 @@ def publish(
         >>> handle.claim(consumer_id="loader")
         b'raw bytes'
     """
-    output = ExclusiveOutput(
-        storage=storage,
-        serializer=serializer,
-        compression=compression,
-        max_claims=max_claims,
-        claims=claims,
-    )
-    return output.publish(value, label=label)
+    return ExclusiveOutput(**options).publish(value, label=label)
 
 
 def task_folder(store: Store, task: TaskInstanceId, *subfolder: str) -> str:
@@ -227,7 +245,7 @@ def _remove_uncommitted(store: Store, path: str) -> None:
 
 
 def _require_atomic_claims(store: Store, folder: str, source: str) -> None:
-    from taskflow_exclusive import atomic
+    from taskflow_exclusive.storage import atomic
 
     if not atomic.supports_atomic_create(store.fs):
         raise StorageConfigError(
@@ -241,17 +259,16 @@ def _require_atomic_claims(store: Store, folder: str, source: str) -> None:
     atomic.ensure_create_is_atomic(store.fs, folder, store.describe())
 
 
-_cleaned: set[tuple[str, str, int]] = set()
-_cleaned_lock = threading.Lock()
+_cleaned: Memo[int] = Memo()
 
 
 def _remove_earlier_tries(store: Store, folder: str, try_number: int) -> None:
-    """Delete what earlier tries of this task instance wrote (once per folder and try)."""
+    """Delete what earlier tries of this task instance wrote (once per folder, try and process)."""
     key = (store.describe(), folder, try_number)
-    with _cleaned_lock:
-        if key in _cleaned:
-            return
-        _cleaned.add(key)
+    _cleaned.get(key, lambda: _remove_tries_before(store, folder, try_number))
+
+
+def _remove_tries_before(store: Store, folder: str, try_number: int) -> int:
     removed = 0
     for entry in store.list_folder(folder):
         earlier = stem_try_number(entry.rpartition("/")[2])  # None for any name we did not write
@@ -259,3 +276,4 @@ def _remove_earlier_tries(store: Store, folder: str, try_number: int) -> None:
             removed += store.remove([entry], recursive=True)
     if removed:
         log.info("Removed %d object(s) left by earlier tries in %s", removed, store.uri(folder))
+    return removed

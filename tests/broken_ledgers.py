@@ -32,7 +32,7 @@ import time
 from taskflow_exclusive.claims import register_ledger
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
 from taskflow_exclusive.claims.objectstore import ObjectStoreLedger
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 
 CHECK_THEN_WRITE = "broken-check-then-write"
 BLIND_RELEASE = "broken-blind-release"

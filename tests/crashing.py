@@ -23,7 +23,7 @@ PRELOAD = [
     "s3fs",
     "gcsfs",
     "taskflow_exclusive.publishing",
-    "taskflow_exclusive.claiming",
+    "taskflow_exclusive.consuming",
     "taskflow_exclusive.claims.objectstore",
 ]
 
@@ -52,7 +52,7 @@ def produce(storage: str, payload_path: str, label: str, env: dict[str, str], pi
     """Publish the payload file's bytes; say "writing" before and send the handle after."""
     _environment_for(env)
     from taskflow_exclusive import publish
-    from taskflow_exclusive.storage import Store
+    from taskflow_exclusive.storage.store import Store
 
     with open(payload_path, "rb") as file:
         payload = file.read()
@@ -122,7 +122,8 @@ def consume(handle_json: str, consumer_id: str, hold_before_reading: bool, env: 
     _environment_for(env)
     import hashlib
 
-    from taskflow_exclusive import ExclusiveHandle, claiming
+    from taskflow_exclusive import ExclusiveHandle
+    from taskflow_exclusive import consuming as claiming
 
     read_value = claiming.load_verified
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from taskflow_exclusive.layout import encode_segment
+from taskflow_exclusive.storage.layout import encode_segment
 
 if TYPE_CHECKING:
     import pytest
@@ -49,7 +49,7 @@ def committed_in_running_task() -> int:
     from taskflow_exclusive.config import resolve_storage_url
     from taskflow_exclusive.identity import running_task
     from taskflow_exclusive.publishing import task_folder
-    from taskflow_exclusive.storage import Store
+    from taskflow_exclusive.storage.store import Store
 
     setting = resolve_storage_url()
     store = Store.from_url(setting.value, setting.source)

@@ -35,7 +35,7 @@ from taskflow_exclusive import (
 )
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.claims.base import MAX_CLAIMS_LIMIT
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 from tests import broken_ledgers, ledgers
 from tests.conftest import env_count
 from tests.edge_racing import race_actions
@@ -255,7 +255,7 @@ _PURGE_UNTIL_KILLED = textwrap.dedent(
     import os, signal, sys
     from taskflow_exclusive import ExclusiveHandle
     from taskflow_exclusive.claims.base import ClaimLedger
-    from taskflow_exclusive.storage import Store
+    from taskflow_exclusive.storage.store import Store
 
     steps_left = int(sys.argv[2])
 

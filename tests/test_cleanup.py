@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from taskflow_exclusive import publish
-from taskflow_exclusive.cleanup import (
+from taskflow_exclusive.storage.cleanup import (
     CLAIMS,
     DATA,
     MULTIPART,
@@ -22,7 +22,7 @@ from taskflow_exclusive.cleanup import (
     find_uncommitted,
     remove_uncommitted,
 )
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 
 NOW = timedelta(0)
 LATER = timedelta(hours=2)

@@ -26,14 +26,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from taskflow_exclusive import ExclusiveOutput, publish
-from taskflow_exclusive.atomic import _write_temporary
-from taskflow_exclusive.cleanup import CLAIMS, DATA, PROBE, TEMPORARY, find_uncommitted, remove_uncommitted
-from taskflow_exclusive.filesystems import parse_storage_url
+from taskflow_exclusive.formats.serializers import available_serializers, get_serializer
 from taskflow_exclusive.identity import TaskInstanceId
-from taskflow_exclusive.layout import ObjectPaths, claim_name, new_stem
 from taskflow_exclusive.publishing import _folder, task_folder
-from taskflow_exclusive.serializers import available_serializers, get_serializer
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.atomic import _write_temporary
+from taskflow_exclusive.storage.cleanup import (
+    CLAIMS,
+    DATA,
+    PROBE,
+    TEMPORARY,
+    find_uncommitted,
+    remove_uncommitted,
+)
+from taskflow_exclusive.storage.filesystems import parse_storage_url
+from taskflow_exclusive.storage.layout import ObjectPaths, claim_name, new_stem
+from taskflow_exclusive.storage.store import Store
 
 NOW = timedelta(0)
 MD5_OF_NOTHING = "d41d8cd98f00b204e9800998ecf8427e"  # 32 hex digits, not a UUID4
@@ -272,7 +279,7 @@ def test_claims_of_a_purged_value_are_removed(file_url):
 
 def test_claims_in_an_xcom_folder_are_never_removed(file_url, monkeypatch):
     """An inline XCom's claims have no data object by design: nothing proves they are orphans."""
-    from taskflow_exclusive import xcom
+    from taskflow_exclusive.airflow import xcom
 
     monkeypatch.setenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", file_url)
     where = xcom._Coordinates("etl", "manual__1", "extract", -1, "return_value")

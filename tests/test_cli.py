@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from taskflow_exclusive import AlreadyClaimedError, publish
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 
 SCRIPT = Path(sys.executable).with_name("taskflow-exclusive")
 

@@ -22,10 +22,10 @@ from datetime import timedelta
 import pytest
 
 from taskflow_exclusive import AlreadyClaimedError, ExclusiveHandle, publish
-from taskflow_exclusive.claiming import load_verified
-from taskflow_exclusive.cleanup import MULTIPART, find_uncommitted, remove_uncommitted
-from taskflow_exclusive.layout import MANIFEST_SUFFIX
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.consuming import load_verified
+from taskflow_exclusive.storage.cleanup import MULTIPART, find_uncommitted, remove_uncommitted
+from taskflow_exclusive.storage.layout import MANIFEST_SUFFIX
+from taskflow_exclusive.storage.store import Store
 from tests.conftest import env_count
 from tests.crashing import run_consumer, run_producer
 

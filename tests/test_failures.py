@@ -25,8 +25,8 @@ from taskflow_exclusive import (
     publish,
 )
 from taskflow_exclusive.config import reset_for_tests, resolve_storage_url
-from taskflow_exclusive.filesystems import filesystem_for, parse_storage_url
-from taskflow_exclusive.layout import ObjectPaths
+from taskflow_exclusive.storage.filesystems import filesystem_for, parse_storage_url
+from taskflow_exclusive.storage.layout import ObjectPaths
 
 
 def _fs_path(uri: str):

@@ -25,7 +25,7 @@ import pytest
 
 from taskflow_exclusive import AlreadyClaimedError, ClaimStoreUnavailableError, publish
 from taskflow_exclusive.claims import open_ledger
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 from tests import ledgers
 from tests.ledgers import unique
 from tests.private_services import PASSWORD

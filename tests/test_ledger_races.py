@@ -14,7 +14,7 @@ import pytest
 
 from taskflow_exclusive import publish
 from taskflow_exclusive.claims import open_ledger
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 from tests import crashing, ledgers
 from tests.conftest import env_count
 from tests.racing import race_batches

@@ -21,7 +21,7 @@ from taskflow_exclusive import (
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.claims.redis import RedisLedger
 from taskflow_exclusive.claims.specs import forget_opened
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 from tests import ledgers
 from tests.ledgers import REDIS_URL, redis_client, unique
 from tests.private_services import PASSWORD

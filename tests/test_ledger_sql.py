@@ -16,7 +16,7 @@ from taskflow_exclusive import (
 )
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.claims.sql import SqlLedger
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 from tests import ledgers
 from tests.ledgers import sql_engine, unique
 from tests.private_services import PASSWORD

@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 from polars.testing.parametric import dataframes as polars_frames
 
 from taskflow_exclusive import SerializationError, publish
-from taskflow_exclusive.serializers import is_plain_json
+from taskflow_exclusive.formats.serializers import is_plain_json
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

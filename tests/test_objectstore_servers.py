@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from taskflow_exclusive import AlreadyClaimedError, StorageConfigError, atomic, publish
-from taskflow_exclusive.filesystems import filesystem_for, parse_storage_url
+from taskflow_exclusive import AlreadyClaimedError, StorageConfigError, publish
+from taskflow_exclusive.storage import atomic
+from taskflow_exclusive.storage.filesystems import filesystem_for, parse_storage_url
 from tests.conftest import serving
 from tests.servers import ConflictProxy, start_gcp_storage_emulator
 
@@ -164,7 +165,7 @@ def test_the_refusal_holds_for_every_later_attempt_in_the_process(careless_gcs_u
 
 
 def _gcs_options(monkeypatch, conn_id: str, extra: dict):
-    from taskflow_exclusive.filesystems import _options_from_connection
+    from taskflow_exclusive.storage.filesystems import _options_from_connection
 
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{conn_id.upper()}",
@@ -211,7 +212,7 @@ def test_old_prefixed_google_extras_are_understood(monkeypatch, tmp_path):
 
 
 def test_s3_filesystems_get_bounded_timeouts_that_a_connection_can_override(monkeypatch, s3_server):
-    from taskflow_exclusive.filesystems import S3_CLIENT_CONFIG, S3FS_RETRIES
+    from taskflow_exclusive.storage.filesystems import S3_CLIENT_CONFIG, S3FS_RETRIES
 
     default_conn = json.loads(s3_server.connection_uri_json())
     monkeypatch.setenv("AIRFLOW_CONN_TFX_DEFAULT_TIMEOUTS", json.dumps(default_conn))

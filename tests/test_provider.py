@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 
-from taskflow_exclusive.provider import get_provider_info
+from taskflow_exclusive.airflow.provider import get_provider_info
 from tests.airflow_harness import DAGS, recorded, run_dag_in_subprocess
 from tests.taskflow_helpers import STORAGE_ENV, by_task
 
@@ -76,7 +76,7 @@ def test_task_exclusive_is_resolved_through_the_provider_in_a_fresh_process(airf
     assert result.state == "success", (result.states, result.output[-4000:])
     rows = by_task(recorded(tmp_path / "r"))
     [operator] = rows["operator_of"]
-    assert operator["operator"] == "taskflow_exclusive.operator.ExclusiveDecoratedOperator"
+    assert operator["operator"] == "taskflow_exclusive.airflow.operator.ExclusiveDecoratedOperator"
     assert operator["custom_operator_name"] == "@task.exclusive"
     consumed = sorted(rows["consume"], key=lambda r: repr(r["value"]))
     assert [(r["value"], r["compression"]) for r in consumed] == [

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from taskflow_exclusive import ExclusiveHandle, publish
-from taskflow_exclusive.serializers import available_serializers
+from taskflow_exclusive.formats.serializers import available_serializers
 
 
 def _closure_factory(offset: int):

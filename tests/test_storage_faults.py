@@ -33,7 +33,7 @@ import pytest
 
 from taskflow_exclusive import ExclusiveOutput, StorageWriteError, publish
 from taskflow_exclusive.identity import TaskInstanceId
-from taskflow_exclusive.storage import Store, _Hasher, _HashingWriter
+from taskflow_exclusive.storage.store import Store, _Hasher, _HashingWriter
 from tests.conftest import service_unavailable
 from tests.servers import S3Server, ServerUnavailable, start_seaweedfs
 

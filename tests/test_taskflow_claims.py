@@ -30,7 +30,7 @@ def test_second_and_third_consumers_fail_at_once_naming_the_holder_in_their_log(
     assert rows["first"] == [{"task": "first", "value": ["only", "once"]}]
     # The plain consumer can still catch it as taskflow_exclusive.AlreadyClaimedError.
     assert rows["second"] == [
-        {"task": "second", "try_number": 1, "holder": holder, "error": "taskflow_exclusive.task_failures"}
+        {"task": "second", "try_number": 1, "holder": holder, "error": "taskflow_exclusive.airflow.failures"}
     ]
     assert "third" not in rows
 

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from taskflow_exclusive import ExclusiveHandle, MalformedRecordError, publish
-from taskflow_exclusive.serde import allow_handle_deserialization
+from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 from tests.airflow_harness import DAGS, REPO, recorded, run_dag_in_subprocess
 from tests.taskflow_helpers import STORAGE_ENV, by_task
 
@@ -87,9 +87,9 @@ def test_a_fresh_worker_process_allows_handles_when_airflow_loads_plugins(memory
     assert "ExclusiveHandle was not found in allow list" in report["before"]
     assert report["after"] == "taskflow_exclusive.handle.ExclusiveHandle"
     # The plugin did it: no decorator or operator module was involved.
-    assert "taskflow_exclusive.plugin" in report["imported"]
-    assert "taskflow_exclusive.decorators" not in report["imported"]
-    assert "taskflow_exclusive.operator" not in report["imported"]
+    assert "taskflow_exclusive.airflow.plugin" in report["imported"]
+    assert "taskflow_exclusive.airflow.decorators" not in report["imported"]
+    assert "taskflow_exclusive.airflow.operator" not in report["imported"]
 
 
 def _serialized_handle(storage_url: str) -> dict:

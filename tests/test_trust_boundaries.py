@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,8 @@ from taskflow_exclusive.errors import (
     MalformedRecordError,
     StorageConfigError,
 )
-from taskflow_exclusive.filesystems import parse_storage_url
 from taskflow_exclusive.identity import TaskInstanceId
+from taskflow_exclusive.storage.filesystems import parse_storage_url
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -180,7 +179,7 @@ def _garbage_manifests() -> st.SearchStrategy[bytes]:
 @FEW
 @given(garbage=_garbage_manifests())
 def test_a_garbage_manifest_refuses_the_claim_and_records_nothing(fuzz_store, garbage):
-    from taskflow_exclusive.claiming import _locate
+    from taskflow_exclusive.consuming import _locate
 
     handle = publish({"fuzz": True}, storage=fuzz_store)
     store, paths = _locate(handle)
@@ -193,7 +192,7 @@ def test_a_garbage_manifest_refuses_the_claim_and_records_nothing(fuzz_store, ga
 @FEW
 @given(data=st.data())
 def test_a_manifest_altered_field_by_field_refuses_the_claim_unless_it_still_matches(fuzz_store, data):
-    from taskflow_exclusive.claiming import _locate
+    from taskflow_exclusive.consuming import _locate
 
     handle = publish({"fuzz": True}, storage=fuzz_store)
     store, paths = _locate(handle)
@@ -208,7 +207,7 @@ def test_a_manifest_altered_field_by_field_refuses_the_claim_unless_it_still_mat
 
 
 def test_a_manifest_nested_too_deep_to_parse_refuses_the_claim(fuzz_store):
-    from taskflow_exclusive.claiming import _locate
+    from taskflow_exclusive.consuming import _locate
 
     handle = publish({"fuzz": True}, storage=fuzz_store)
     store, paths = _locate(handle)
@@ -233,7 +232,7 @@ REF_KEY = "return_value"
 @pytest.fixture(scope="module")
 def reference_row(fuzz_store):
     """A reference row exactly as ExclusiveXCom writes it, and the value behind it."""
-    from taskflow_exclusive.xcom import MARKER, REFERENCE, XCOM_FOLDER
+    from taskflow_exclusive.airflow.xcom import MARKER, REFERENCE, XCOM_FOLDER
 
     task = TaskInstanceId("fuzz_dag", "manual__2026-01-01T00:00:00+00:00", "extract", -1, None)
     value = {"rows": list(range(5))}
@@ -242,7 +241,7 @@ def reference_row(fuzz_store):
 
 
 def test_a_reference_row_as_the_backend_writes_it_is_followed(reference_row):
-    from taskflow_exclusive.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
     row, value = reference_row
     assert ExclusiveXCom.deserialize_value(_Row(row)) == value
@@ -251,7 +250,7 @@ def test_a_reference_row_as_the_backend_writes_it_is_followed(reference_row):
 @FUZZ
 @given(data=st.data())
 def test_a_mutated_reference_row_is_followed_only_if_unchanged(reference_row, data):
-    from taskflow_exclusive.xcom import MARKER, REFERENCE, ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import MARKER, REFERENCE, ExclusiveXCom
 
     row, value = reference_row
     handle_field = st.one_of(json_values, mutated(st.just(row["handle"])))
@@ -284,7 +283,7 @@ def test_a_mutated_reference_row_is_followed_only_if_unchanged(reference_row, da
     ],
 )
 def test_malformed_rows_carrying_the_marker_are_malformed_records(row):
-    from taskflow_exclusive.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
     with pytest.raises(MalformedRecordError) as refused:
         ExclusiveXCom.deserialize_value(_Row(row))
@@ -293,7 +292,7 @@ def test_malformed_rows_carrying_the_marker_are_malformed_records(row):
 
 def test_a_reference_to_a_value_outside_the_backends_layout_is_never_followed(reference_row, fuzz_store):
     """Before: any committed value (here an @exclusive_task-style one) was read through a forged row."""
-    from taskflow_exclusive.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
     row, _ = reference_row
     elsewhere = publish({"someone": "else's"}, storage=fuzz_store)
@@ -414,12 +413,10 @@ def test_a_password_is_masked_in_every_refusal():
 BAD_MAX_CLAIMS = ["2", 0, -1, True, 2**63, 1.0, None, MAX_CLAIMS_LIMIT + 1]
 
 
-def _operator(max_claims):
-    from taskflow_exclusive.operator import ExclusiveDecoratedOperator
+def _task_exclusive(max_claims):
+    from airflow.sdk import task
 
-    return ExclusiveDecoratedOperator(
-        task_id=f"t{uuid.uuid4().hex[:6]}", python_callable=lambda: 1, max_claims=max_claims
-    )
+    return task.exclusive(max_claims=max_claims)  # through the provider entry point
 
 
 def _exclusive_task(max_claims):
@@ -439,7 +436,7 @@ MAX_CLAIMS_TAKERS = {
     "ExclusiveOutput": lambda v: ExclusiveOutput(max_claims=v),
     "exclusive_task": _exclusive_task,
     "exclusive_output": _exclusive_output,
-    "operator": _operator,
+    "@task.exclusive": _task_exclusive,
 }
 
 
@@ -472,7 +469,7 @@ def test_any_max_claims_but_an_int_in_range_is_refused_by_publish(value):
 
 def _main(argv: list[str], stdin: str = "") -> tuple[int, str]:
     """``cli.main(argv)`` in this process: its exit status and what it wrote on standard error."""
-    from taskflow_exclusive import cli
+    from taskflow_exclusive.cli import main as cli
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

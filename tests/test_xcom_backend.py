@@ -109,9 +109,9 @@ def test_importing_the_backend_is_cheap_and_imports_no_storage_code():
         import sys
         import airflow.sdk.bases.xcom
         before = set(sys.modules)
-        import taskflow_exclusive.xcom
+        import taskflow_exclusive.airflow.xcom
         heavy_roots = {"fsspec", "s3fs", "gcsfs", "cloudpickle", "pandas", "pyarrow", "numpy"}
-        ours = {"taskflow_exclusive.storage", "taskflow_exclusive.publishing"}
+        ours = {"taskflow_exclusive.storage.store", "taskflow_exclusive.publishing"}
         new = set(sys.modules) - before
         print(sorted(m for m in new if m.split(".")[0] in heavy_roots or m in ours))
         """

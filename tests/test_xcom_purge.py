@@ -61,9 +61,9 @@ def test_purge_of_a_row_carrying_an_upstream_handle_removes_only_the_tasks_own_v
     from airflow.sdk.bases.xcom import BaseXCom
 
     from taskflow_exclusive import ExclusiveOutput
+    from taskflow_exclusive.airflow.serde import allow_handle_deserialization
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom, _Coordinates, _deleting
     from taskflow_exclusive.identity import TaskInstanceId
-    from taskflow_exclusive.serde import allow_handle_deserialization
-    from taskflow_exclusive.xcom import ExclusiveXCom, _Coordinates, _deleting
 
     storage = (tmp_path / "store").as_uri()
     monkeypatch.setenv("AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL", storage)

@@ -11,7 +11,7 @@ a factory with :func:`register_ledger`.
 
 Example::
 
-    >>> from taskflow_exclusive.storage import Store
+    >>> from taskflow_exclusive.storage.store import Store
     >>> open_ledger(None, Store.from_url("memory://docs")).describe()
     'object store memory:// (claim records beside the value)'
 """
@@ -26,7 +26,7 @@ from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
 from taskflow_exclusive.errors import StorageConfigError
 
 if TYPE_CHECKING:
-    from taskflow_exclusive.storage import Store
+    from taskflow_exclusive.storage.store import Store
 
 __all__ = ["ClaimLedger", "ClaimRecord", "open_ledger", "register_ledger"]
 

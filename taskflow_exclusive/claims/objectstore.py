@@ -3,7 +3,7 @@
 Slot ``i`` of a value is held by an object in ``<stem>.claims/`` next to the
 value, created with the store's atomic create-if-absent (``os.link`` on local
 disk, ``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS; see
-:mod:`taskflow_exclusive.atomic`). Before the first claim on an S3 or GCS
+:mod:`taskflow_exclusive.storage.atomic`). Before the first claim on an S3 or GCS
 bucket, the ledger checks once per process that the server really refuses a
 second create, and refuses to work (:class:`StorageConfigError`) if it does not.
 
@@ -22,7 +22,7 @@ the value again.
 
 Example::
 
-    >>> from taskflow_exclusive.storage import Store
+    >>> from taskflow_exclusive.storage.store import Store
     >>> ledger = ObjectStoreLedger(Store.from_url("memory://docs"))
     >>> ledger.claim("memory:///docs/_local/x/" + "0" * 32 + ".bin", "me").consumer_id
     'me'
@@ -30,12 +30,12 @@ Example::
 
 from __future__ import annotations
 
-from taskflow_exclusive import atomic
 from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord, reaching
 from taskflow_exclusive.errors import ExclusiveError
-from taskflow_exclusive.filesystems import parse_storage_url
-from taskflow_exclusive.layout import ObjectPaths, parse_claim_name
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage import atomic
+from taskflow_exclusive.storage.filesystems import parse_storage_url
+from taskflow_exclusive.storage.layout import ObjectPaths, parse_claim_name
+from taskflow_exclusive.storage.store import Store
 
 __all__ = ["ObjectStoreLedger"]
 

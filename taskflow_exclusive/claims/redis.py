@@ -96,7 +96,7 @@ class RedisLedger(ClaimLedger):
         self.spec = target.recorded
         self.prefix = str(options.get("prefix") or DEFAULT_PREFIX)
         self._shown = target.shown
-        self._client = _client(url, options, self._shown)
+        self._client = _client(url, options, self._shown, target.client)
         self._claim = self._client.register_script(_CLAIM_SCRIPT)
         self._release = self._client.register_script(_RELEASE_SCRIPT)
         self._forget_all = self._client.register_script(_FORGET_SCRIPT)
@@ -199,7 +199,8 @@ def _redis_unreachable(exc: BaseException) -> bool:
     return type(exc).__name__ == "ResponseError" and str(exc).startswith(_REDIS_TRANSIENT)
 
 
-def _client(url: str, options: dict[str, Any], shown: str) -> Any:
+def _client(url: str, options: dict[str, Any], shown: str, arguments: dict[str, Any]) -> Any:
+    """A Redis client: from ``arguments`` (an Airflow connection's) when given, else from ``url``."""
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -219,6 +220,8 @@ def _client(url: str, options: dict[str, Any], shown: str) -> Any:
         "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }
     settings.update({k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")})
+    if arguments:
+        return redis.Redis(**arguments, **settings)
     try:
         return redis.Redis.from_url(url, **settings)
     except ValueError as exc:

@@ -38,12 +38,16 @@ Example::
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from taskflow_exclusive.errors import StorageConfigError
+from taskflow_exclusive.host import current_host
+from taskflow_exclusive.memo import Memo
+
+if TYPE_CHECKING:
+    from taskflow_exclusive.host import Connection
 
 __all__ = [
     "WITHHELD",
@@ -73,14 +77,17 @@ class LedgerTarget:
     """A resolved spec: the URL to connect to and what a handle may record.
 
     ``url`` may hold a password: it lives in this process only. ``recorded``
-    never does. ``options`` are the ledger's own settings taken from an
-    Airflow connection's extras (URLs carry theirs as query parameters).
+    never does. A Redis connection gives ``client`` (``redis.Redis`` arguments,
+    password included) and a ``url`` without secrets that only names it.
+    ``options`` are the ledger's own settings taken from an Airflow connection's extras
+    (URLs carry theirs as query parameters).
     """
 
     url: str
     recorded: str
     conn_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    client: dict[str, Any] = field(default_factory=dict)  # redis.Redis(...) arguments of a connection
 
     @property
     def shown(self) -> str:
@@ -102,6 +109,10 @@ def withhold_secrets(url: str) -> str:
     """``url`` with its password and secret-looking query values replaced by ``***``.
 
     A URL without secrets comes back unchanged, character for character.
+    Written here rather than taken from SQLAlchemy's
+    ``render_as_string(hide_password=True)``: it serves Redis URLs too, masks
+    secret query parameters (``?password=...``), and leaves every other
+    character as written, so a recorded spec compares equal to a configured one.
     """
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -176,16 +187,9 @@ def _url_with_secrets(recorded: str, source: str) -> str:
 
 # -- Airflow connections ------------------------------------------------------------------------
 
-_connections: dict[str, Any] = {}
-_connections_lock = threading.Lock()
 
-
-def _connection(conn_id: str, source: str) -> Any:
-    """The Airflow connection ``conn_id`` (read once per process)."""
-    with _connections_lock:
-        cached = _connections.get(conn_id)
-    if cached is not None:
-        return cached
+def _connection(conn_id: str, source: str) -> Connection:
+    """The Airflow connection ``conn_id``, asked of the host (which reads it once per process)."""
     if not conn_id or any(c in conn_id for c in "/\\ "):
         raise StorageConfigError(
             f"Claims ledger {conn_id!r} (from {source}) is neither a URL (redis://..., "
@@ -193,26 +197,15 @@ def _connection(conn_id: str, source: str) -> Any:
             url=conn_id,
             source=source,
         )
-    from airflow.sdk import Connection
-
     try:
-        conn = Connection.get(conn_id)
-    except Exception as exc:  # Airflow raises several types; all mean "cannot read it"
+        return current_host().connection(conn_id)
+    except StorageConfigError as exc:
         raise StorageConfigError(
-            f"Claims ledger {conn_id!r} (from {source}) names an Airflow connection that could "
-            f"not be read: {type(exc).__name__}. Create it in Airflow (conn_type redis, postgres, "
-            f"mysql or sqlite), or export AIRFLOW_CONN_{conn_id.upper()}, or pass a URL.",
+            f"Claims ledger {conn_id!r} (from {source}): {exc.message} A claims ledger "
+            "connection has conn_type redis, postgres, mysql or sqlite; or pass a URL.",
             url=conn_id,
             source=source,
         ) from exc
-    with _connections_lock:
-        return _connections.setdefault(conn_id, conn)
-
-
-def forget_connections() -> None:
-    """Drop cached Airflow connections (tests; after a connection changed)."""
-    with _connections_lock:
-        _connections.clear()
 
 
 def connection_scheme(conn_id: str, source: str = "argument") -> str:
@@ -225,8 +218,9 @@ def _from_connection(conn_id: str, source: str) -> LedgerTarget:
     conn = _connection(conn_id, source)
     conn_type = str(conn.conn_type or "").lower()
     extra = dict(conn.extra_dejson or {})
+    client: dict[str, Any] = {}
     if conn_type in REDIS_CONN_TYPES:
-        url = _redis_url(conn, extra)
+        url, client = _redis_client_arguments(conn, extra)
         options = {"prefix": extra["claims_prefix"]} if extra.get("claims_prefix") else {}
         for name in ("socket_timeout", "socket_connect_timeout"):
             if extra.get(name) is not None:
@@ -245,31 +239,44 @@ def _from_connection(conn_id: str, source: str) -> LedgerTarget:
             source=source,
         )
     return LedgerTarget(
-        url=url, recorded=conn_id, conn_id=conn_id, options={**options, "conn_type": conn_type}
+        url=url,
+        recorded=conn_id,
+        conn_id=conn_id,
+        options={**options, "conn_type": conn_type},
+        client=client,
     )
 
 
-def _userinfo(conn: Any) -> str:
-    login = quote(str(conn.login), safe="") if conn.login else ""
-    password = f":{quote(str(conn.password), safe='')}" if conn.password else ""
-    return f"{login}{password}@" if login or password else ""
-
-
-def _redis_url(conn: Any, extra: dict[str, Any]) -> str:
+def _redis_client_arguments(conn: Connection, extra: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``redis.Redis(...)`` arguments for a redis connection, and the URL that names it (no secrets)."""
     secure = str(extra.get("ssl", "")).lower() in ("1", "true", "yes")
-    scheme = "rediss" if secure else "redis"
-    port = f":{conn.port}" if conn.port else ""
-    db = extra.get("db", conn.schema or 0)
-    return f"{scheme}://{_userinfo(conn)}{conn.host or '127.0.0.1'}{port}/{int(db or 0)}"
+    host = conn.host or "127.0.0.1"
+    port = int(conn.port) if conn.port else 6379
+    db = int(extra.get("db", conn.schema or 0) or 0)
+    client = {"host": host, "port": port, "db": db, "ssl": secure}
+    if conn.login:
+        client["username"] = str(conn.login)
+    if conn.password:
+        client["password"] = str(conn.password)
+    return f"{'rediss' if secure else 'redis'}://{host}:{port}/{db}", client
 
 
-def _sql_url(conn: Any, conn_type: str, extra: dict[str, Any]) -> str:
+def _sql_url(conn: Connection, conn_type: str, extra: dict[str, Any]) -> str:
+    from sqlalchemy.engine import URL
+
     driver = str(extra.get("sqlalchemy_scheme") or SQL_CONN_TYPES[conn_type])
     if conn_type == "sqlite":
-        return f"sqlite:///{conn.host or conn.schema or ''}"
-    port = f":{conn.port}" if conn.port else ""
-    database = f"/{quote(str(conn.schema), safe='')}" if conn.schema else ""
-    return f"{driver}://{_userinfo(conn)}{conn.host or '127.0.0.1'}{port}{database}"
+        url = URL.create("sqlite", database=conn.host or conn.schema or None)
+    else:
+        url = URL.create(
+            driver,
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or "127.0.0.1",
+            port=int(conn.port) if conn.port else None,
+            database=conn.schema or None,
+        )
+    return url.render_as_string(hide_password=False)  # in this process only; handles record conn_id
 
 
 def query_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -287,31 +294,20 @@ def query_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]
 
 # -- one ledger per spec and process ------------------------------------------------------------
 
-_opened: dict[tuple[int, str, str], Any] = {}
-_opened_lock = threading.Lock()
+_opened: Memo[Any] = Memo()
 
 
 def opened_once(kind: str, spec: str, build: Any) -> Any:
     """The ledger ``build()`` made for ``spec`` in this process, made on first use.
 
     Claims open the ledger on every call; connection pools, Airflow
-    connection look-ups and table checks are paid once per process. The
-    process id is part of the key: a forked child opens its own.
+    connection look-ups and table checks are paid once per process (a forked
+    child opens its own).
     """
-    import os
-
-    key = (os.getpid(), kind, spec)
-    with _opened_lock:
-        ledger = _opened.get(key)
-    if ledger is not None:
-        return ledger
-    ledger = build()
-    with _opened_lock:
-        return _opened.setdefault(key, ledger)
+    return _opened.get((kind, spec), build)
 
 
 def forget_opened() -> None:
     """Forget opened ledgers and connections (tests; after a configuration change)."""
-    with _opened_lock:
-        _opened.clear()
-    forget_connections()
+    _opened.clear()
+    current_host().forget()

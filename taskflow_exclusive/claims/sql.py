@@ -271,7 +271,9 @@ class SqlLedger(ClaimLedger):
         # The engine autocommits every statement and skips the rollbacks SQLAlchemy would
         # otherwise send at the end of each use: no transaction is ever left open.
         with self._engine.connect() as conn:
-            if self.dialect == "sqlite":  # no server to freeze; sqlite's busy timeout bounds the wait
+            if self.dialect != "postgresql":
+                # sqlite: no server to freeze, its busy timeout bounds the wait;
+                # MySQL/MariaDB: PyMySQL's read_timeout/write_timeout bound it (see _engine).
                 return work(conn)
             token = _watchdog.arm(self.timeout, conn.connection.dbapi_connection)
             try:
@@ -345,6 +347,9 @@ def _engine(url: Any, dialect: str, timeout: float, shown: str) -> Any:
         connect_args["connect_timeout"] = max(2, round(timeout))
     elif dialect in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = max(1, round(timeout))
+        # PyMySQL bounds every read and write itself: a frozen server fails the statement
+        # with OperationalError 2013 (an outage), so no watchdog is needed here.
+        connect_args["read_timeout"] = connect_args["write_timeout"] = timeout
     elif dialect == "sqlite":
         connect_args["timeout"] = timeout  # the busy wait while another process writes
     connect_args = {k: v for k, v in connect_args.items() if k not in url.query}
@@ -394,7 +399,9 @@ def _driver_code(error: Any) -> int | None:
 
 
 class _Watchdog:
-    """Shuts down the socket of a database connection whose statement overran its deadline.
+    """Shuts down the socket of a PostgreSQL connection whose statement overran its deadline.
+
+    libpq has no read timeout of its own (PyMySQL has: see ``_engine``).
 
     Drivers wait for a frozen server forever (the kernel still acknowledges
     TCP, so keepalives do not help); shutting the socket down makes the
@@ -454,10 +461,8 @@ class _Watchdog:
 
 
 def _shut_down(dbapi_connection: Any) -> None:
-    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg2, psycopg
-    sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
     try:
-        fd = fileno() if callable(fileno) else sock.fileno() if sock is not None else -1
+        fd = dbapi_connection.fileno()  # psycopg and psycopg2: the libpq socket
         if fd < 0:
             return
         with socket.socket(fileno=os.dup(fd)) as duplicate:

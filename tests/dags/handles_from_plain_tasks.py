@@ -29,7 +29,7 @@ def handles_from_plain_tasks():
             task="consume",
             type=f"{type(handle).__module__}.{type(handle).__qualname__}",
             value=handle.claim(),
-            plugin_loaded="taskflow_exclusive.plugin" in sys.modules,
+            plugin_loaded="taskflow_exclusive.airflow.plugin" in sys.modules,
         )
 
     consume(produce())

@@ -13,7 +13,7 @@ BIG = [f"payload-{i:05d}" for i in range(5000)]
 
 def _claim(task_id, who, key="return_value"):
     from taskflow_exclusive import AlreadyClaimedError
-    from taskflow_exclusive.xcom import claim_task_xcom
+    from taskflow_exclusive.airflow.xcom import claim_task_xcom
 
     try:
         value = claim_task_xcom(task_id, key=key)
@@ -39,7 +39,7 @@ def _expected(task_id, key):
 def xcom_claims():
     @task
     def big():
-        from taskflow_exclusive.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
         context = get_current_context()
         ti = context["ti"]
@@ -80,7 +80,7 @@ def xcom_claims():
 
     @task(retries=1)
     def flaky_claimer():
-        from taskflow_exclusive.xcom import claim_task_xcom
+        from taskflow_exclusive.airflow.xcom import claim_task_xcom
 
         ti = get_current_context()["ti"]
         value = claim_task_xcom("big", key="extra")
@@ -90,7 +90,7 @@ def xcom_claims():
 
     @task
     def report_object():
-        from taskflow_exclusive.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
         ti = get_current_context()["ti"]
         row = ExclusiveXCom._get_xcom_db_ref(

@@ -14,7 +14,7 @@ def xcom_missing():
     def lose_it():
         import os
 
-        from taskflow_exclusive.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
         ti = get_current_context()["ti"]
         row = ExclusiveXCom._get_xcom_db_ref(

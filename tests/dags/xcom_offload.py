@@ -17,7 +17,7 @@ BIG_ROWS = [{"id": i, "name": f"row-{i}"} for i in range(2000)]
 def _row_of(task_id: str, key: str = "return_value", map_index: int = -1):
     from airflow.sdk import get_current_context
 
-    from taskflow_exclusive.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
     ti = get_current_context()["ti"]
     row = ExclusiveXCom._get_xcom_db_ref(

@@ -9,7 +9,7 @@ from tests.airflow_harness import record
 
 
 def _stored(task_id, key="return_value"):
-    from taskflow_exclusive.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
 
     ti = get_current_context()["ti"]
     return ExclusiveXCom._get_xcom_db_ref(

@@ -5,13 +5,13 @@ steps around the function call, both in :meth:`execute_callable`, after
 Airflow resolved the arguments and before it pushes the XCom:
 
 1. arguments of ``Claimed[...]`` parameters are claimed for this task
-   instance and replaced by their values (:mod:`taskflow_exclusive.inputs`);
-2. the return value is published (:mod:`taskflow_exclusive.results`): XCom
+   instance and replaced by their values (:mod:`taskflow_exclusive.airflow.inputs`);
+2. the return value is published (:mod:`taskflow_exclusive.airflow.results`): XCom
    gets one handle, a list of handles (``split=True``) or a dict of handles
    (``multiple_outputs``), never the value.
 
 Importing this module allows :class:`ExclusiveHandle` in Airflow's XCom
-serde (see :mod:`taskflow_exclusive.serde`), so every process that parses a
+serde (see :mod:`taskflow_exclusive.airflow.serde`), so every process that parses a
 DAG using the decorator can rebuild handles.
 """
 
@@ -21,18 +21,11 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.providers.standard.operators.python import PythonOperator
-
-from taskflow_exclusive.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.airflow._compat import DecoratedOperator, PythonOperator, task_decorator_factory
+from taskflow_exclusive.airflow.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.airflow.results import check_shape, publish_result
+from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 from taskflow_exclusive.publishing import ExclusiveOutput
-from taskflow_exclusive.results import publish_result
-from taskflow_exclusive.serde import allow_handle_deserialization
-from taskflow_exclusive.serializers import Serializer
-
-try:  # Airflow 3.1+
-    from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
-except ImportError:  # Airflow 3.0
-    from airflow.decorators.base import DecoratedOperator, task_decorator_factory  # type: ignore[no-redef]
 
 __all__ = ["ExclusiveDecoratedOperator", "exclusive_task_decorator"]
 
@@ -42,9 +35,9 @@ allow_handle_deserialization()
 class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
     """Runs a TaskFlow function and publishes its result as claim-once handles.
 
-    Takes every ``@task`` argument plus ``storage``, ``serializer``,
-    ``compression``, ``max_claims``, ``claims`` (see
-    :class:`~taskflow_exclusive.ExclusiveOutput`) and ``split``.
+    Takes every ``@task`` argument plus ``exclusive_output`` (an
+    :class:`~taskflow_exclusive.ExclusiveOutput`: where and how values are
+    stored) and ``split``.
     """
 
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
@@ -61,11 +54,7 @@ class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
         python_callable: Callable[..., Any],
         op_args: Collection[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
-        storage: str | None = None,
-        serializer: str | Serializer | None = None,
-        compression: str | None = None,
-        max_claims: int = 1,
-        claims: str | None = None,
+        exclusive_output: ExclusiveOutput | None = None,
         split: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -83,18 +72,8 @@ class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
             op_kwargs=op_kwargs,
             **kwargs,
         )
-        if split and self.multiple_outputs:
-            raise ValueError(
-                f"Task {self.task_id!r}: split=True and multiple_outputs=True cannot be combined "
-                "(one handle per item, or one per key: choose one)."
-            )
-        self.exclusive_output = ExclusiveOutput(
-            storage=storage,
-            serializer=serializer,
-            compression=compression,
-            max_claims=max_claims,
-            claims=claims,
-        )
+        check_shape(split, self.multiple_outputs, where=f"Task {self.task_id!r}: ")
+        self.exclusive_output = exclusive_output if exclusive_output is not None else ExclusiveOutput()
         self.split = split
         self.claimed_parameters = claimed_parameters(python_callable)
 

@@ -25,12 +25,7 @@ Example (inside a task; the task log shows the holder)::
 from __future__ import annotations
 
 from taskflow_exclusive import errors
-from taskflow_exclusive.identity import running_task
-
-try:  # Airflow 3.1+
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.0
-    from airflow.exceptions import AirflowFailException
+from taskflow_exclusive.airflow._compat import AirflowFailException
 
 __all__ = ["AlreadyClaimedError", "fail_task_without_retry"]
 
@@ -41,9 +36,12 @@ class AlreadyClaimedError(errors.AlreadyClaimedError, AirflowFailException):
     """``AlreadyClaimedError`` raised inside an Airflow task: fails it without retries."""
 
 
-def fail_task_without_retry(refused: errors.AlreadyClaimedError) -> None:
-    """Inside a running Airflow task, raise ``refused`` as the no-retry form; else return."""
-    if isinstance(refused, AlreadyClaimedError) or running_task() is None:
+def fail_task_without_retry(refused: errors.AlreadyClaimedError, *, running: bool) -> None:
+    """In a ``running`` Airflow task, raise ``refused`` as the no-retry form; else return.
+
+    Called by :meth:`taskflow_exclusive.airflow.host.AirflowHost.refuse` for every refusal.
+    """
+    if isinstance(refused, AlreadyClaimedError) or not running:
         return
     failure = errors._rebuild(AlreadyClaimedError, refused.message + NO_RETRY_NOTE, refused._facts)
     raise failure.with_traceback(refused.__traceback__) from None

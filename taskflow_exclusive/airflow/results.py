@@ -32,12 +32,25 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from taskflow_exclusive.errors import InvalidArgumentError
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.publishing import ExclusiveOutput
 
-__all__ = ["publish_result"]
+__all__ = ["check_shape", "publish_result"]
 
 log = logging.getLogger("taskflow_exclusive")
+
+
+def check_shape(split: bool, multiple_outputs: bool | None, where: str = "") -> None:
+    """Refuse ``split=True`` together with ``multiple_outputs=True`` (one shape per result)."""
+    if split and multiple_outputs:
+        raise InvalidArgumentError(
+            f"{where}split=True and multiple_outputs=True cannot be combined (one handle per item, "
+            "or one per key: choose one).",
+            argument="split",
+            value="True",
+            expected="split=False with multiple_outputs=True, or multiple_outputs unset/False",
+        )
 
 
 def publish_result(
@@ -49,8 +62,7 @@ def publish_result(
     label: str | None = None,
 ) -> ExclusiveHandle | list[ExclusiveHandle] | dict[str, ExclusiveHandle] | None:
     """Publish ``value`` through ``output`` in the shape asked for; see the module docstring."""
-    if split and per_key:
-        raise ValueError("split=True and multiple_outputs=True cannot be combined: choose one shape")
+    check_shape(split, per_key)
     if value is None:
         log.info("The function returned None: nothing was published")
         return None

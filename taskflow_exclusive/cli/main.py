@@ -30,7 +30,7 @@ log = logging.getLogger("taskflow_exclusive.cli")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from taskflow_exclusive.examples import demo
+    from taskflow_exclusive.cli import demo
 
     return demo.main(keep=args.keep)
 
@@ -126,7 +126,7 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from taskflow_exclusive.cleanup import remove_uncommitted
+    from taskflow_exclusive.storage.cleanup import remove_uncommitted
 
     leftovers = remove_uncommitted(args.storage_url, older_than=args.older_than, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"

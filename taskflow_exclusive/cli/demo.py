@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 __all__ = ["DAG_FILE", "main"]
 
-DAG_FOLDER = Path(__file__).resolve().parent / "dags"
+DAG_FOLDER = Path(__file__).resolve().parents[1] / "examples" / "dags"
 DAG_FILE = DAG_FOLDER / "orders_pipeline.py"
 DAG_ID = "orders_pipeline"
 
@@ -159,9 +159,10 @@ def _load_dag() -> Any:
 def _returned_values(dag_run: Any) -> dict[tuple[str, int], Any]:
     """Every task instance's ``return_value`` XCom, rebuilt as a consumer would see it."""
     from airflow.models.xcom import XComModel
-    from airflow.sdk.serde import deserialize
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from taskflow_exclusive.airflow._compat import serde_deserialize as deserialize
 
     query = select(XComModel.task_id, XComModel.map_index, XComModel.value).where(
         XComModel.dag_id == dag_run.dag_id,

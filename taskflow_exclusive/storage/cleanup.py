@@ -6,16 +6,16 @@ only after its data is complete (see :mod:`taskflow_exclusive.publishing`).
 
 The storage prefix may also hold files that are not ours, so an entry is a
 leftover only if its whole path, relative to the storage base, is one this
-library writes, at the right depth (see :mod:`taskflow_exclusive.layout`).
+library writes, at the right depth (see :mod:`taskflow_exclusive.storage.layout`).
 Values are written to one of three folders::
 
     <dag_id>/<run_id>/<task_id>/<map_index>              stem try<N>-<uuid4 hex>
     <dag_id>/<run_id>/<task_id>/<map_index>/xcom/<key>   stem [try<N>-]<uuid4 hex>  (ExclusiveXCom)
     _local/<label>                                       stem <uuid4 hex>  (outside Airflow)
 
-where each segment is exactly as :func:`~taskflow_exclusive.layout.encode_segment`
+where each segment is exactly as :func:`~taskflow_exclusive.storage.layout.encode_segment`
 writes it, ``<map_index>`` is ``-1`` or an integer without a leading zero,
-and the stem's hex is a version-4 UUID as :func:`~taskflow_exclusive.layout.new_stem`
+and the stem's hex is a version-4 UUID as :func:`~taskflow_exclusive.storage.layout.new_stem`
 makes it. In such a folder ``F``, what :func:`find_uncommitted` reports:
 
 ``data without manifest``
@@ -25,7 +25,7 @@ makes it. In such a folder ``F``, what :func:`find_uncommitted` reports:
     committed (on local disk, possibly a partial file).
 ``claims without value``
     ``F/<stem>.claims/<name>`` with ``<name>`` as
-    :func:`~taskflow_exclusive.layout.claim_name` makes it, when neither the
+    :func:`~taskflow_exclusive.storage.layout.claim_name` makes it, when neither the
     manifest nor any ``F/<stem>.*`` data is left (an interrupted purge). Never
     in an ``xcom/<key>`` folder: an inline XCom's claims have no data object
     by design, so nothing proves they are orphans (Airflow's purge of the
@@ -33,7 +33,7 @@ makes it. In such a folder ``F``, what :func:`find_uncommitted` reports:
 ``temporary file``
     ``F/.<stem>.manifest.json.<uuid4 hex>.tmp`` or
     ``F/<stem>.claims/.<claim name>.<uuid4 hex>.tmp`` from an atomic local
-    write (local disk only, where :mod:`taskflow_exclusive.atomic` makes them).
+    write (local disk only, where :mod:`taskflow_exclusive.storage.atomic` makes them).
 ``probe``
     ``F/.taskflow-exclusive-probe/<uuid4 hex>`` from an interrupted check that
     the server honours conditional creates (S3 and GCS only, where it runs).
@@ -74,8 +74,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from taskflow_exclusive.atomic import _client_error_code
-from taskflow_exclusive.layout import (
+from taskflow_exclusive.storage.atomic import _client_error_code
+from taskflow_exclusive.storage.layout import (
     CLAIMS_SUFFIX,
     LOCAL_FOLDER,
     MANIFEST_SUFFIX,
@@ -84,7 +84,7 @@ from taskflow_exclusive.layout import (
     encode_segment,
     parse_claim_name,
 )
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.store import Store
 
 __all__ = ["DEFAULT_GRACE", "Leftover", "find_uncommitted", "remove_uncommitted"]
 
@@ -144,7 +144,7 @@ def find_uncommitted(
     """Everything under ``storage`` that interrupted writes left, older than ``older_than``.
 
     ``storage`` is a storage base URL (``s3://conn@bucket/prefix``,
-    ``gs://...``, ``file:///...``) or a :class:`~taskflow_exclusive.storage.Store`.
+    ``gs://...``, ``file:///...``) or a :class:`~taskflow_exclusive.storage.store.Store`.
     Reads only; see :func:`remove_uncommitted` to delete.
     """
     store = _store(storage)
@@ -244,8 +244,8 @@ def _is_claim_name(name: str) -> bool:
 
 def _data_extensions() -> dict[str, str]:
     """Every extension a value's data may have, with what writes it (from the registries)."""
-    from taskflow_exclusive import compression as codecs
-    from taskflow_exclusive.serializers import available_serializers, get_serializer
+    from taskflow_exclusive.formats import compression as codecs
+    from taskflow_exclusive.formats.serializers import available_serializers, get_serializer
 
     extensions: dict[str, str] = {}
     compressions = {codec: codecs.extension_for(codec) for codec in codecs.available_compressions()}
@@ -350,7 +350,7 @@ def _value_exists(store: Store, claim_path: str) -> bool:
 
 
 def _atomic_kind(store: Store) -> str | None:
-    from taskflow_exclusive.atomic import _kind
+    from taskflow_exclusive.storage.atomic import _kind
 
     return _kind(store.fs)
 

@@ -3,7 +3,7 @@
 The order matters, and each step refuses rather than guesses:
 
 1. The handle's URI must name an object this library would write
-   (``<stem>.<ext>``, see :mod:`taskflow_exclusive.layout`), and the manifest
+   (``<stem>.<ext>``, see :mod:`taskflow_exclusive.storage.layout`), and the manifest
    the producer published beside it must exist and match the handle field
    for field. A forged handle pointing at any other object is refused
    before a claim is recorded.
@@ -14,7 +14,7 @@ The order matters, and each step refuses rather than guesses:
 Example::
 
     >>> from taskflow_exclusive import publish
-    >>> from taskflow_exclusive.claiming import claim_value
+    >>> from taskflow_exclusive.consuming import claim_value
     >>> claim_value(publish("text", storage="memory://docs"), "me")
     'text'
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskflow_exclusive import compression as codecs
 from taskflow_exclusive.claims import open_ledger
 from taskflow_exclusive.errors import (
     AlreadyClaimedError,
@@ -32,12 +31,13 @@ from taskflow_exclusive.errors import (
     ClaimStoreUnavailableError,
     IntegrityError,
 )
-from taskflow_exclusive.filesystems import parse_storage_url
+from taskflow_exclusive.formats import compression as codecs
+from taskflow_exclusive.formats.serializers import get_serializer
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.identity import default_consumer_id
-from taskflow_exclusive.layout import ObjectPaths
-from taskflow_exclusive.serializers import get_serializer
-from taskflow_exclusive.storage import Store
+from taskflow_exclusive.storage.filesystems import parse_storage_url
+from taskflow_exclusive.storage.layout import ObjectPaths
+from taskflow_exclusive.storage.store import Store
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord

@@ -4,7 +4,7 @@ Airflow discovers this through the ``apache_airflow_provider`` entry point
 (``pyproject.toml``), so once the package is installed:
 
 - ``airflow providers list`` shows ``taskflow-exclusive``;
-- ``@task.exclusive`` is :func:`taskflow_exclusive.decorators.exclusive_task`;
+- ``@task.exclusive`` is :func:`taskflow_exclusive.airflow.decorators.exclusive_task`;
 - ``airflow config list`` knows the ``[taskflow_exclusive]`` options below,
   with their defaults (set them in ``airflow.cfg`` or as
   ``AIRFLOW__TASKFLOW_EXCLUSIVE__<OPTION>`` environment variables).
@@ -16,16 +16,20 @@ not config options (``taskflow_exclusive_storage_url``,
 Example::
 
     >>> get_provider_info()["task-decorators"]
-    [{'name': 'exclusive', 'class-name': 'taskflow_exclusive.decorators.exclusive_task'}]
+    [{'name': 'exclusive', 'class-name': 'taskflow_exclusive.airflow.decorators.exclusive_task'}]
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CONFIG_SECTION", "get_provider_info"]
+from taskflow_exclusive.errors import StorageConfigError
+
+__all__ = ["CONFIG_SECTION", "XComSettings", "get_provider_info", "xcom_settings"]
 
 CONFIG_SECTION = "taskflow_exclusive"
+DEFAULT_XCOM_THRESHOLD = 65536
 
 _VERSION_ADDED = "0.1.0"
 
@@ -42,7 +46,7 @@ def _options() -> dict[str, dict[str, Any]]:
             "version_added": _VERSION_ADDED,
             "type": "integer",
             "example": "1048576",
-            "default": "65536",
+            "default": str(DEFAULT_XCOM_THRESHOLD),
         },
         "xcom_compression": {
             "description": (
@@ -68,7 +72,7 @@ def get_provider_info() -> dict[str, Any]:
             "XCom, each value to exactly one consumer (``@task.exclusive``).\n"
         ),
         "task-decorators": [
-            {"name": "exclusive", "class-name": "taskflow_exclusive.decorators.exclusive_task"},
+            {"name": "exclusive", "class-name": "taskflow_exclusive.airflow.decorators.exclusive_task"},
         ],
         "config": {
             CONFIG_SECTION: {
@@ -80,3 +84,40 @@ def get_provider_info() -> dict[str, Any]:
             }
         },
     }
+
+
+@dataclass(frozen=True)
+class XComSettings:
+    """``[taskflow_exclusive]`` options read by :class:`~taskflow_exclusive.xcom.ExclusiveXCom`.
+
+    - ``threshold``: XComs whose serialized size reaches this many bytes go to
+      storage; ``0`` offloads every XCom, a negative value none (values Airflow's serde
+      cannot encode, such as ``bytes`` or numpy arrays, are offloaded regardless).
+    - ``compression``: fsspec codec for offloaded values, or ``None``.
+
+    Each has an environment variable: ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD``,
+    ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION``.
+    """
+
+    threshold: int = DEFAULT_XCOM_THRESHOLD
+    compression: str | None = None
+
+
+def xcom_settings() -> XComSettings:
+    """Read the XCom options now (no caching: tests and operators may change them)."""
+    from taskflow_exclusive.airflow._compat import airflow_conf
+
+    conf = airflow_conf()
+    try:
+        threshold = conf.getint(CONFIG_SECTION, "xcom_threshold", fallback=DEFAULT_XCOM_THRESHOLD)
+    except Exception:  # AirflowConfigException: not a whole number
+        raw = conf.get(CONFIG_SECTION, "xcom_threshold", fallback="")
+        raise StorageConfigError(
+            f"[{CONFIG_SECTION}] xcom_threshold is {raw!r}, not a whole number of bytes. "
+            f"Fix it in airflow.cfg or AIRFLOW__{CONFIG_SECTION.upper()}__XCOM_THRESHOLD "
+            "(0 offloads every XCom, -1 none).",
+            url=None,
+            source=f"[{CONFIG_SECTION}] xcom_threshold",
+        ) from None
+    compression = str(conf.get(CONFIG_SECTION, "xcom_compression", fallback="") or "").strip() or None
+    return XComSettings(threshold=threshold, compression=compression)

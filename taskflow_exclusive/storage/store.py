@@ -42,7 +42,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any
 
-from taskflow_exclusive import atomic
 from taskflow_exclusive.errors import (
     ExclusiveError,
     IntegrityError,
@@ -50,7 +49,8 @@ from taskflow_exclusive.errors import (
     StorageWriteError,
 )
 from taskflow_exclusive.faults import claim_failure
-from taskflow_exclusive.filesystems import StorageLocation, filesystem_for, parse_storage_url
+from taskflow_exclusive.storage import atomic
+from taskflow_exclusive.storage.filesystems import StorageLocation, filesystem_for, parse_storage_url
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -434,7 +434,7 @@ class Store:
         return None
 
     def _name_too_long(self, path: str, names: Mapping[str, str]) -> str:
-        from taskflow_exclusive.layout import decode_segment
+        from taskflow_exclusive.storage.layout import decode_segment
 
         root = self.describe_root()
         local = self._local_path(path) if self.is_local else path

@@ -28,16 +28,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from taskflow_exclusive.errors import StorageConfigError
+from taskflow_exclusive.host import current_host
+from taskflow_exclusive.memo import Memo
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
+
+    from taskflow_exclusive.host import Connection
 
 __all__ = ["StorageLocation", "filesystem_for", "parse_storage_url"]
 
@@ -238,20 +241,12 @@ def _refused(text: str, source: str, problem: str) -> StorageConfigError:
     return StorageConfigError(f"Storage URL {shown!r} (from {source}) {problem}.", url=shown, source=source)
 
 
-_fs_cache: dict[tuple[str, str | None], AbstractFileSystem] = {}
-_fs_lock = threading.Lock()
+_filesystems: Memo[AbstractFileSystem] = Memo()
 
 
 def filesystem_for(location: StorageLocation) -> AbstractFileSystem:
     """The fsspec filesystem for ``location`` (one instance per protocol and connection)."""
-    key = (location.protocol, location.conn_id)
-    with _fs_lock:
-        cached = _fs_cache.get(key)
-    if cached is not None:
-        return cached
-    fs = _build_filesystem(location)
-    with _fs_lock:
-        return _fs_cache.setdefault(key, fs)
+    return _filesystems.get((location.protocol, location.conn_id), lambda: _build_filesystem(location))
 
 
 def _build_filesystem(location: StorageLocation) -> AbstractFileSystem:
@@ -278,7 +273,7 @@ def _new_filesystem(location: StorageLocation) -> AbstractFileSystem:
             options["config_kwargs"] = dict(S3_CLIENT_CONFIG)
         return _bounded_retries(fsspec.filesystem(location.protocol, **options))
 
-    provider_fs = _provider_filesystem(location)
+    provider_fs = current_host().filesystem(location.protocol, location.conn_id)
     if provider_fs is not None:
         return provider_fs
     options = _options_from_connection(location)
@@ -290,17 +285,6 @@ def _bounded_retries(fs: AbstractFileSystem) -> AbstractFileSystem:
     if "s3" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
         fs.retries = S3FS_RETRIES
     return fs
-
-
-def _provider_filesystem(location: StorageLocation) -> AbstractFileSystem | None:
-    """Let an installed Airflow provider build the filesystem, as ObjectStoragePath does."""
-    try:
-        from airflow.sdk.io.fs import get_fs, has_fs
-    except ImportError:  # pragma: no cover - airflow is a dependency; kept for clear failure
-        return None
-    if not has_fs(location.protocol):
-        return None
-    return get_fs(location.protocol, location.conn_id)
 
 
 def _options_from_connection(location: StorageLocation) -> dict[str, Any]:
@@ -410,16 +394,13 @@ def _gcs_options(location: StorageLocation, extra: dict[str, Any]) -> dict[str, 
     return options
 
 
-def _get_connection(location: StorageLocation) -> Any:
-    from airflow.sdk import Connection
-
+def _get_connection(location: StorageLocation) -> Connection:
     try:
-        return Connection.get(location.conn_id)
-    except Exception as exc:
+        return current_host().connection(str(location.conn_id))
+    except StorageConfigError as exc:
         raise StorageConfigError(
             f"Storage URL {location.uri()} (from {location.source}) names Airflow connection "
-            f"{location.conn_id!r}, which could not be read: {exc}. Create it in Airflow, or "
-            f"export AIRFLOW_CONN_{str(location.conn_id).upper()}.",
+            f"{location.conn_id!r}: {exc.message}",
             url=location.uri(),
             source=location.source,
         ) from exc

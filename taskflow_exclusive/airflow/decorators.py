@@ -43,35 +43,26 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from taskflow_exclusive.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.airflow.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.airflow.results import check_shape, publish_result
 from taskflow_exclusive.publishing import ExclusiveOutput
-from taskflow_exclusive.results import publish_result
-from taskflow_exclusive.serializers import Serializer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from taskflow_exclusive.publishing import OutputOptions
 
 __all__ = ["exclusive_output", "exclusive_task"]
-
-
-def _check_shape(split: bool, multiple_outputs: bool | None) -> None:
-    if split and multiple_outputs:
-        raise ValueError(
-            "split=True and multiple_outputs=True cannot be combined (one handle per item, or one "
-            "per key: choose one)."
-        )
 
 
 def exclusive_task(
     python_callable: Callable[..., Any] | None = None,
     *,
-    storage: str | None = None,
-    serializer: str | Serializer | None = None,
-    compression: str | None = None,
-    max_claims: int = 1,
-    claims: str | None = None,
     split: bool = False,
     multiple_outputs: bool | None = None,
-    **task_kwargs: Any,
+    **arguments: Any,
 ) -> Any:
     """An Airflow ``@task`` whose return value is stored and handed out once.
 
@@ -89,28 +80,18 @@ def exclusive_task(
     arguments (an unknown serializer, ``max_claims=0``, ``split`` together
     with ``multiple_outputs``) fail here, when the DAG file is parsed.
     """
-    ExclusiveOutput(
-        storage=storage,
-        serializer=serializer,
-        compression=compression,
-        max_claims=max_claims,
-        claims=claims,
-    )
-    _check_shape(split, multiple_outputs)
+    output, task_arguments = ExclusiveOutput.taking_options(arguments)
+    check_shape(split, multiple_outputs)
     if split:
         multiple_outputs = False  # a list of items, even if the annotation says dict
-    from taskflow_exclusive.operator import exclusive_task_decorator
+    from taskflow_exclusive.airflow.operator import exclusive_task_decorator
 
     return exclusive_task_decorator(
         python_callable,
         multiple_outputs=multiple_outputs,
-        storage=storage,
-        serializer=serializer,
-        compression=compression,
-        max_claims=max_claims,
-        claims=claims,
+        exclusive_output=output,
         split=split,
-        **task_kwargs,
+        **task_arguments,
     )
 
 
@@ -123,13 +104,9 @@ def exclusive_output(
     func: None = None,
     /,
     *,
-    storage: str | None = None,
-    serializer: str | Serializer | None = None,
-    compression: str | None = None,
-    max_claims: int = 1,
-    claims: str | None = None,
     split: bool = False,
     multiple_outputs: bool | None = None,
+    **options: Unpack[OutputOptions],
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -137,19 +114,16 @@ def exclusive_output(
     func: Callable[..., Any] | None = None,
     /,
     *,
-    storage: str | None = None,
-    serializer: str | Serializer | None = None,
-    compression: str | None = None,
-    max_claims: int = 1,
-    claims: str | None = None,
     split: bool = False,
     multiple_outputs: bool | None = None,
+    **options: Unpack[OutputOptions],
 ) -> Any:
     """Publish the function's return value and return its :class:`ExclusiveHandle`.
 
-    Arguments are those of :class:`~taskflow_exclusive.ExclusiveOutput`, plus
-    ``split`` (a list of handles, one per item) and ``multiple_outputs`` (a
-    dict of handles, one per key). ``Claimed[T]`` parameters receive the
+    Options are those of :class:`~taskflow_exclusive.ExclusiveOutput`
+    (``storage``, ``serializer``, ``compression``, ``max_claims``, ``claims``),
+    plus ``split`` (a list of handles, one per item) and ``multiple_outputs``
+    (a dict of handles, one per key). ``Claimed[T]`` parameters receive the
     claimed value of their handle(s).
 
     Under ``@task`` (``@task`` outermost) it gives what ``@exclusive_task``
@@ -157,16 +131,10 @@ def exclusive_output(
     own (``@task(multiple_outputs=True)`` or a ``-> dict`` annotation). Invalid
     arguments fail when the function is decorated, not when it runs.
     """
-    output = ExclusiveOutput(
-        storage=storage,
-        serializer=serializer,
-        compression=compression,
-        max_claims=max_claims,
-        claims=claims,
-    )
-    _check_shape(split, multiple_outputs)
+    output = ExclusiveOutput(**options)
+    check_shape(split, multiple_outputs)
     if "airflow.sdk" in sys.modules:  # a DAG file: let this process rebuild handles from XCom
-        from taskflow_exclusive.serde import allow_handle_deserialization
+        from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 
         allow_handle_deserialization()
 

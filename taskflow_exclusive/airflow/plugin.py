@@ -16,12 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # Airflow 3.1+
-    from airflow.sdk.plugins_manager import AirflowPlugin
-except ImportError:  # Airflow 3.0
-    from airflow.plugins_manager import AirflowPlugin
-
-from taskflow_exclusive.serde import allow_handle_deserialization
+from taskflow_exclusive.airflow._compat import AirflowPlugin
+from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 
 __all__ = ["ExclusivePlugin"]
 

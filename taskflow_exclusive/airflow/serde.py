@@ -17,7 +17,7 @@ user editing that setting:
 
 :func:`allow_handle_deserialization` does this once per process. It is called
 
-- by the Airflow plugin :class:`taskflow_exclusive.plugin.ExclusivePlugin`,
+- by the Airflow plugin :class:`taskflow_exclusive.airflow.plugin.ExclusivePlugin`,
   which every task process loads at start-up (before it pulls any XCom), so a
   worker that never imported this package before still rebuilds handles;
 - when ``@exclusive_task`` / ``@task.exclusive`` / ``@exclusive_output`` is
@@ -25,16 +25,15 @@ user editing that setting:
 
 Example::
 
-    >>> from taskflow_exclusive.serde import allow_handle_deserialization
+    >>> from taskflow_exclusive.airflow.serde import allow_handle_deserialization
     >>> allow_handle_deserialization()
     True
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
-import threading
 
 __all__ = ["HANDLE_CLASS", "allow_handle_deserialization"]
 
@@ -42,48 +41,22 @@ log = logging.getLogger("taskflow_exclusive")
 
 HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 
-# Where Airflow's serde lives: the task SDK (3.2+), else core (3.0, 3.1).
-_SERDE_MODULES = ("airflow.sdk.serde", "airflow.serialization.serde")
 
-_done = threading.Event()
-_lock = threading.Lock()
-
-
+@functools.cache
 def allow_handle_deserialization() -> bool:
     """Allow Airflow's serde to rebuild :class:`ExclusiveHandle` in this process.
 
     Returns ``True`` when Airflow's serde now accepts the class.
     Idempotent and cheap after the first call.
     """
-    if _done.is_set():
+    from taskflow_exclusive.airflow._compat import allow_in_serde
+    from taskflow_exclusive.handle import ExclusiveHandle
+
+    if allow_in_serde(ExclusiveHandle, HANDLE_CLASS):
         return True
-    with _lock:
-        if _done.is_set():
-            return True
-        from taskflow_exclusive.handle import ExclusiveHandle
-
-        module = _serde_module()
-        allow_class = getattr(module, "allow_class", None)
-        extra_allowed = getattr(module, "_extra_allowed", None)
-        if callable(allow_class):  # Airflow 3.3+
-            allow_class(ExclusiveHandle)
-        elif isinstance(extra_allowed, set):  # Airflow 3.0-3.2: the set allow_class fills in 3.3
-            extra_allowed.add(HANDLE_CLASS)
-        else:
-            log.warning(
-                "Could not register %s with Airflow's XCom serde (no known serde module). Add it to "
-                "[core] allowed_deserialization_classes so consumer tasks can receive handles.",
-                HANDLE_CLASS,
-            )
-            return False
-        _done.set()
-        return True
-
-
-def _serde_module() -> object | None:
-    for name in _SERDE_MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
+    log.warning(
+        "Could not register %s with Airflow's XCom serde (no known serde module). Add it to "
+        "[core] allowed_deserialization_classes so consumer tasks can receive handles.",
+        HANDLE_CLASS,
+    )
+    return False
