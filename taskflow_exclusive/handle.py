@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taskflow_exclusive.errors import AlreadyClaimedError, MalformedRecordError
+from taskflow_exclusive.errors import MalformedRecordError
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
@@ -76,13 +76,7 @@ class ExclusiveHandle:
         """
         from taskflow_exclusive.consuming import claim_value
 
-        try:
-            return claim_value(self, consumer_id)
-        except AlreadyClaimedError as refused:
-            from taskflow_exclusive.host import current_host
-
-            current_host().refuse(refused)  # in an Airflow task: fails it without retries
-            raise
+        return claim_value(self, consumer_id)  # the ledger lets the host see every refusal
 
     def holders(self) -> list[ClaimRecord]:
         """Who holds this value, and since when (one record per taken slot)."""
