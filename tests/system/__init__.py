@@ -1,0 +1,1 @@
+"""System tests: real Airflow deployments on loopback (see conftest.py and deployment.py)."""
