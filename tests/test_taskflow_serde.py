@@ -40,7 +40,8 @@ def test_handles_round_trip_through_xcom_serde_alone_and_nested(memory_url):
 
 def test_a_tampered_handle_in_xcom_is_refused_when_rebuilt(memory_url):
     allow_handle_deserialization()
-    from airflow.sdk.serde import deserialize, serialize
+    from taskflow_exclusive.airflow._compat import serde_deserialize as deserialize
+    from taskflow_exclusive.airflow._compat import serde_serialize as serialize
 
     stored = serialize(publish("x", storage=memory_url))
     stored["__data__"]["sha256"] = "not a checksum"
@@ -57,7 +58,7 @@ def test_a_fresh_worker_process_allows_handles_when_airflow_loads_plugins(memory
     script = textwrap.dedent(
         f"""
         import json, sys
-        from airflow.sdk.serde import deserialize
+        from taskflow_exclusive.airflow._compat import serde_deserialize as deserialize
         stored = json.loads({stored!r})
         report = {{}}
         try:
@@ -65,8 +66,9 @@ def test_a_fresh_worker_process_allows_handles_when_airflow_loads_plugins(memory
         except ImportError as refused:
             report["before"] = str(refused)
         # What the task runner does at start-up (RuntimeTaskInstance.get_template_context).
-        from airflow.sdk.plugins_manager import integrate_macros_plugins
-        integrate_macros_plugins()
+        from taskflow_exclusive.airflow._compat import integrate_task_plugins
+
+        integrate_task_plugins()
         handle = deserialize(stored)
         report["after"] = type(handle).__module__ + "." + type(handle).__qualname__
         report["imported"] = sorted(m for m in sys.modules if m.startswith("taskflow_exclusive"))
@@ -93,7 +95,7 @@ def test_a_fresh_worker_process_allows_handles_when_airflow_loads_plugins(memory
 
 
 def _serialized_handle(storage_url: str) -> dict:
-    from airflow.sdk.serde import serialize
+    from taskflow_exclusive.airflow._compat import serde_serialize as serialize
 
     return serialize(publish({"k": 1}, storage=storage_url))
 

@@ -6,8 +6,23 @@ are resolved on first use (``from ..._compat import BaseXCom`` imports Airflow
 then, not when this module is imported), so the host and the XCom backend
 stay cheap to import in processes that never use them.
 
-Checked on Airflow 3.3.2 (task SDK 1.3.2); see the floor in ``pyproject.toml``
-and the versions CI proves in ``.ci/run``.
+Checked on the latest patch of each minor release, with the task SDK it pins
+(the floor in ``pyproject.toml`` is the lowest that CI proves, see ``.ci/run``):
+
+==========  ========  ==============================================================
+Airflow     task SDK  differences
+==========  ========  ==============================================================
+3.0.6       1.0.6     no ``airflow.sdk.{configuration,serde,plugins_manager,io.fs}``
+3.1.8       1.1.8     no ``airflow.sdk.{configuration,serde,plugins_manager}``
+3.2.2       1.2.2     all of them in the task SDK; serde has no ``allow_class``
+3.3.2       1.3.2     ``airflow.sdk.serde.allow_class``
+==========  ========  ==============================================================
+
+3.0 is below the floor (``apache-airflow>=3.1.8``); its row stays as a record.
+Only :func:`allow_in_serde` on 3.1 and 3.2 touches a private Airflow name
+(serde's ``_extra_allowed``): those releases have no public way for a library
+to allow a class in its own process. Everything else is public, only found in
+different modules.
 
 Example::
 
@@ -18,29 +33,33 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
 __all__ = [
     "AIRFLOW_CLASSES",
     "airflow_conf",
-    "provider_filesystem",
+    "allow_in_serde",
+    "integrate_task_plugins",
+    "serde_deserialize",
     "serde_module",
-    "variable",
+    "serde_serialize",
+    "stored_xcom_value",
 ]
 
 # Public classes whose home moved between releases: the first module that imports wins.
-#   AirflowFailException: airflow.sdk.exceptions from 3.1; airflow.exceptions on 3.0.
-#   AirflowPlugin:        airflow.sdk.plugins_manager from 3.1; airflow.plugins_manager on 3.0.
-#   DecoratedOperator, task_decorator_factory: airflow.sdk.bases.decorator from 3.1;
-#                         airflow.decorators.base on 3.0.
-#   BaseXCom:             airflow.sdk.bases.xcom on every 3.x.
-#   PythonOperator:       the standard provider on every 3.x.
+#   AirflowFailException: airflow.sdk.exceptions from 3.2; airflow.exceptions on 3.1 (3.2 and
+#                         3.3 re-export the task SDK's class there).
+#   AirflowPlugin:        airflow.sdk.plugins_manager from 3.2; airflow.plugins_manager on 3.1.
+#   DecoratedOperator, task_decorator_factory: airflow.sdk.bases.decorator from 3.1.
+#   BaseXCom:             airflow.sdk.bases.xcom from 3.1.
+#   PythonOperator:       the standard provider.
 _CANDIDATES: dict[str, tuple[str, ...]] = {
     "AirflowFailException": ("airflow.sdk.exceptions", "airflow.exceptions"),
     "AirflowPlugin": ("airflow.sdk.plugins_manager", "airflow.plugins_manager"),
-    "DecoratedOperator": ("airflow.sdk.bases.decorator", "airflow.decorators.base"),
-    "task_decorator_factory": ("airflow.sdk.bases.decorator", "airflow.decorators.base"),
+    "DecoratedOperator": ("airflow.sdk.bases.decorator",),
+    "task_decorator_factory": ("airflow.sdk.bases.decorator",),
     "BaseXCom": ("airflow.sdk.bases.xcom",),
     "PythonOperator": ("airflow.providers.standard.operators.python",),
 }
@@ -69,7 +88,11 @@ def __getattr__(name: str) -> Any:
 
 
 def serde_module() -> Any | None:
-    """Airflow's XCom serde module: ``airflow.sdk.serde`` from 3.2, ``airflow.serialization.serde`` before."""
+    """Airflow's XCom serde: ``airflow.sdk.serde`` from 3.2, ``airflow.serialization.serde`` on 3.1.
+
+    On 3.2 and 3.3 the latter is a deprecated alias of the former, so the first that imports is
+    the module XCom uses.
+    """
     for name in ("airflow.sdk.serde", "airflow.serialization.serde"):
         try:
             return importlib.import_module(name)
@@ -81,7 +104,7 @@ def serde_module() -> Any | None:
 def allow_in_serde(cls: type, qualname: str) -> bool:
     """Let Airflow's XCom serde rebuild ``cls`` in this process; ``False`` if no way is known.
 
-    3.3 has the public ``allow_class(cls)``. 3.0-3.2 have no public way: their
+    3.3 has the public ``allow_class(cls)``. 3.1 and 3.2 have no public way: their
     serde consults the module-private set ``_extra_allowed`` (which
     ``allow_class`` fills in 3.3) besides ``[core] allowed_deserialization_classes``.
     """
@@ -90,55 +113,68 @@ def allow_in_serde(cls: type, qualname: str) -> bool:
     if callable(allow_class):
         allow_class(cls)
         return True
-    extra_allowed = getattr(module, "_extra_allowed", None)  # private, 3.0-3.2
+    extra_allowed = getattr(module, "_extra_allowed", None)  # private, 3.1 and 3.2
     if isinstance(extra_allowed, set):
         extra_allowed.add(qualname)
         return True
     return False
 
 
+def serde_serialize(value: Any) -> Any:
+    """``serde.serialize`` (what XCom stores), from :func:`serde_module`."""
+    return serde_module().serialize(value)
+
+
 def serde_deserialize(data: Any) -> Any:
-    """``serde.deserialize`` wherever this Airflow keeps it."""
+    """``serde.deserialize`` (what XCom returns) wherever this Airflow keeps it."""
     return serde_module().deserialize(data)
+
+
+def integrate_task_plugins() -> None:
+    """Load plugins as a task process does at start-up (the task runner's ``integrate_macros_plugins``).
+
+    From ``airflow.sdk.plugins_manager`` on 3.2 and 3.3, ``airflow.plugins_manager`` on 3.0
+    and 3.1 (checked in each release's ``task_runner.py``). Used by the tests.
+    """
+    for name in ("airflow.sdk.plugins_manager", "airflow.plugins_manager"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        module.integrate_macros_plugins()
+        return
+
+
+def stored_xcom_value(*, key: str, dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> Any:
+    """An XCom row's value as the backend stored it (JSON), not deserialized; ``None`` if absent.
+
+    Only inside a running task. The public ``BaseXCom.get_one`` with a ``deserialize_value``
+    that returns the stored value unchanged, instead of the private ``_get_xcom_db_ref``: the
+    same request (this run's row) on 3.1.8, 3.2.2 and 3.3.2.
+    """
+    return _stored_xcom().get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
+@functools.cache
+def _stored_xcom() -> type:
+    base = __getattr__("BaseXCom")
+
+    class StoredXCom(base):  # type: ignore[misc, valid-type]
+        @staticmethod
+        def deserialize_value(result: Any) -> Any:
+            return result.value
+
+    return StoredXCom
 
 
 def airflow_conf() -> Any:
     """Airflow's configuration as the task SDK sees it.
 
-    ``airflow.sdk.configuration.conf`` from 3.2; ``airflow.configuration.conf``
-    before (the same file and environment variables).
+    ``airflow.sdk.configuration.conf`` from 3.2; ``airflow.configuration.conf`` on 3.1
+    (the same file and environment variables, the same ``get``/``getint``).
     """
     try:
         from airflow.sdk.configuration import conf
     except ImportError:
         from airflow.configuration import conf
     return conf
-
-
-def variable(key: str) -> Any:
-    """``Variable.get(key, default=None)``, with 3.0-3.2's behaviour outside a task made 3.3's.
-
-    Outside a task, 3.0-3.2 search the secrets backends (environment variables
-    included) and, finding nothing, raise ``ImportError`` mentioning
-    ``SUPERVISOR_COMMS`` (there is no API server to ask); 3.3 returns the default.
-    """
-    from airflow.sdk import Variable
-
-    try:
-        return Variable.get(key, default=None)
-    except ImportError as exc:
-        if "SUPERVISOR_COMMS" not in str(exc):
-            raise
-        return None
-
-
-def provider_filesystem(protocol: str, conn_id: str) -> Any | None:
-    """The filesystem an installed provider registers for ``protocol``, as ObjectStoragePath builds it.
-
-    ``airflow.sdk.io.fs`` (``has_fs``, ``get_fs``) on every 3.x release.
-    """
-    from airflow.sdk.io.fs import get_fs, has_fs
-
-    if not has_fs(protocol):
-        return None
-    return get_fs(protocol, conn_id)

@@ -42,10 +42,10 @@ class AirflowHost:
         Falling back to a default when the API server or a secrets backend fails
         would send values somewhere the user did not choose.
         """
-        from taskflow_exclusive.airflow import _compat
+        from airflow.sdk import Variable
 
         try:
-            value = _compat.variable(key)
+            value = Variable.get(key, default=None)
         except Exception as exc:  # Airflow raises several types here; all mean "cannot read"
             raise StorageConfigError(
                 f"Could not read Airflow Variable {key!r}: {exc}. Set it in the Airflow UI or "
@@ -61,9 +61,9 @@ class AirflowHost:
         return _connection(conn_id)
 
     def filesystem(self, protocol: str, conn_id: str) -> AbstractFileSystem | None:
-        from taskflow_exclusive.airflow import _compat
+        from airflow.sdk.io.fs import get_fs, has_fs
 
-        return _compat.provider_filesystem(protocol, conn_id)
+        return get_fs(protocol, conn_id) if has_fs(protocol) else None
 
     def running_task(self) -> TaskInstanceId | None:
         """The running task instance; cheap outside Airflow (no task SDK imported, no task)."""

@@ -65,7 +65,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskflow_exclusive.airflow._compat import BaseXCom
+from taskflow_exclusive.airflow._compat import BaseXCom, stored_xcom_value
 
 if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
@@ -103,14 +103,6 @@ class _Wrapped:
 
     def __init__(self, value: Any) -> None:
         self.value = value
-
-
-class _StoredXCom(BaseXCom):
-    """Reads an XCom row as stored, through the public ``get_one`` (no backend decoding)."""
-
-    @staticmethod
-    def deserialize_value(result: Any) -> Any:
-        return result.value
 
 
 class ExclusiveXCom(BaseXCom):
@@ -221,7 +213,7 @@ class ExclusiveXCom(BaseXCom):
         from taskflow_exclusive.errors import ObjectMissingError
 
         where = _coordinates(dag_id, run_id, task_id, map_index, key)
-        stored = _StoredXCom.get_one(
+        stored = stored_xcom_value(
             key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index
         )
         if stored is None:

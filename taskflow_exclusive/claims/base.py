@@ -283,14 +283,14 @@ class ClaimLedger(ABC):
         asked (inside an Airflow task it then fails the task without retries).
         """
         try:
-            return self._claim(uri, consumer_id, max_claims)
+            return self._record_claim(uri, consumer_id, max_claims)
         except AlreadyClaimedError as refused:
             from taskflow_exclusive.host import current_host
 
             current_host().refuse(refused)
             raise
 
-    def _claim(self, uri: str, consumer_id: str, max_claims: int) -> ClaimRecord:
+    def _record_claim(self, uri: str, consumer_id: str, max_claims: int) -> ClaimRecord:
         consumer_id = check_consumer_id(consumer_id)
         max_claims = check_max_claims(max_claims)
         if max_claims == 1:

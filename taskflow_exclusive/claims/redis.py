@@ -97,7 +97,7 @@ class RedisLedger(ClaimLedger):
         self.prefix = str(options.get("prefix") or DEFAULT_PREFIX)
         self._shown = target.shown
         self._client = _client(url, options, self._shown, target.client)
-        self._claim = self._client.register_script(_CLAIM_SCRIPT)
+        self._claim_script = self._client.register_script(_CLAIM_SCRIPT)
         self._release = self._client.register_script(_RELEASE_SCRIPT)
         self._forget_all = self._client.register_script(_FORGET_SCRIPT)
         self._durability_checked = threading.Event()
@@ -112,7 +112,7 @@ class RedisLedger(ClaimLedger):
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
         with self._reaching(uri):
             self._warn_if_volatile()
-            created, stored = self._claim(keys=[self.key(uri)], args=[int(slot), record.to_json()])
+            created, stored = self._claim_script(keys=[self.key(uri)], args=[int(slot), record.to_json()])
         if created:
             return record
         return None if stored is None else ClaimRecord.from_json(stored, where=self._where(uri, slot))

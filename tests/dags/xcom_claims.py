@@ -39,22 +39,22 @@ def _expected(task_id, key):
 def xcom_claims():
     @task
     def big():
-        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow._compat import stored_xcom_value
 
         context = get_current_context()
         ti = context["ti"]
         ti.xcom_push(key="extra", value=42)
-        row = ExclusiveXCom._get_xcom_db_ref(
+        row = stored_xcom_value(
             key="extra", dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=-1
         )
-        record(check="pushed-extra", try_number=ti.try_number, inline=not isinstance(row.value, dict))
+        record(check="pushed-extra", try_number=ti.try_number, inline=not isinstance(row, dict))
         if context["dag_run"].conf.get("fail_producer_once") and ti.try_number == 1:
             # Push the big value by hand, remember where it went, then fail: the retry must purge it.
             ti.xcom_push(key="return_value", value=BIG)
-            row = ExclusiveXCom._get_xcom_db_ref(
+            row = stored_xcom_value(
                 key="return_value", dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=-1
             )
-            record(check="try1-object", uri=row.value["handle"]["uri"])
+            record(check="try1-object", uri=row["handle"]["uri"])
             raise RuntimeError("producer fails on try 1")
         return BIG
 
@@ -90,13 +90,13 @@ def xcom_claims():
 
     @task
     def report_object():
-        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow._compat import stored_xcom_value
 
         ti = get_current_context()["ti"]
-        row = ExclusiveXCom._get_xcom_db_ref(
+        row = stored_xcom_value(
             key="return_value", dag_id=ti.dag_id, task_id="big", run_id=ti.run_id, map_index=-1
         )
-        record(check="final-object", uri=row.value["handle"]["uri"])
+        record(check="final-object", uri=row["handle"]["uri"])
 
     b, s = big(), small()
     b >> [claimer_a(), claimer_b(), report_object()]

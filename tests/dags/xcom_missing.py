@@ -14,13 +14,13 @@ def xcom_missing():
     def lose_it():
         import os
 
-        from taskflow_exclusive.airflow.xcom import ExclusiveXCom
+        from taskflow_exclusive.airflow._compat import stored_xcom_value
 
         ti = get_current_context()["ti"]
-        row = ExclusiveXCom._get_xcom_db_ref(
+        row = stored_xcom_value(
             key="return_value", dag_id=ti.dag_id, task_id="produce", run_id=ti.run_id, map_index=-1
         )
-        os.unlink(row.value["handle"]["uri"].removeprefix("file://"))
+        os.unlink(row["handle"]["uri"].removeprefix("file://"))
 
     @task(retries=0)
     def consume(value):

@@ -17,13 +17,11 @@ BIG_ROWS = [{"id": i, "name": f"row-{i}"} for i in range(2000)]
 def _row_of(task_id: str, key: str = "return_value", map_index: int = -1):
     from airflow.sdk import get_current_context
 
-    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow._compat import stored_xcom_value
 
     ti = get_current_context()["ti"]
-    row = ExclusiveXCom._get_xcom_db_ref(
-        key=key, dag_id=ti.dag_id, task_id=task_id, run_id=ti.run_id, map_index=map_index
-    )
-    return row.value
+    row = stored_xcom_value(key=key, dag_id=ti.dag_id, task_id=task_id, run_id=ti.run_id, map_index=map_index)
+    return row
 
 
 def _is_reference(stored) -> bool:

@@ -9,12 +9,10 @@ from tests.airflow_harness import record
 
 
 def _stored(task_id, key="return_value"):
-    from taskflow_exclusive.airflow.xcom import ExclusiveXCom
+    from taskflow_exclusive.airflow._compat import stored_xcom_value
 
     ti = get_current_context()["ti"]
-    return ExclusiveXCom._get_xcom_db_ref(
-        key=key, dag_id=ti.dag_id, task_id=task_id, run_id=ti.run_id, map_index=-1
-    ).value
+    return stored_xcom_value(key=key, dag_id=ti.dag_id, task_id=task_id, run_id=ti.run_id, map_index=-1)
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
