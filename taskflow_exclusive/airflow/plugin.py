@@ -2,7 +2,7 @@
 
 Airflow loads the plugins registered under the ``airflow.plugins`` entry point
 in each task process at start-up, before the task pulls any XCom (Airflow
-3.0 to 3.3: the task runner builds the template context, which loads
+3.1 to 3.3: the task runner builds the template context, which loads
 plugins). :meth:`ExclusivePlugin.on_load` allows :class:`ExclusiveHandle`
 in Airflow's XCom serde there, so a plain ``@task`` consumer receives a
 handle object even on a worker that never imported this package, or from a

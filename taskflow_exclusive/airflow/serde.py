@@ -9,11 +9,9 @@ class must be allowed in **every process that deserializes**, without the
 user editing that setting:
 
 - Airflow 3.3 has ``airflow.sdk.serde.allow_class(cls)``: allowed in this process.
-- Airflow 3.0 to 3.2 check the same per-process set (``_extra_allowed``) that
-  ``allow_class`` fills in 3.3; we add the class name to it. Serde lives in
-  ``airflow.sdk.serde`` from 3.2 on and in ``airflow.serialization.serde``
-  on 3.0 and 3.1 (a deprecated alias of the former on 3.2+), so the first of
-  the two that imports is the one XCom uses.
+- Airflow 3.1 and 3.2 check the same per-process set (``_extra_allowed``) that
+  ``allow_class`` fills in 3.3; we add the class name to it (the one private
+  Airflow use, in :func:`taskflow_exclusive.airflow._compat.allow_in_serde`).
 
 :func:`allow_handle_deserialization` does this once per process. It is called
 
