@@ -174,6 +174,17 @@ def test_inline_xcoms_are_claimable_once_too(claims_run):
     assert sorted([result.task_state("inline_a"), result.task_state("inline_b")]) == ["failed", "success"]
 
 
+@pytest.mark.parametrize("target", ["big", "small"], ids=["offloaded", "inline"])
+def test_a_refused_xcom_claim_fails_the_task_without_using_its_retries(claims_run, target):
+    """Both claimers have retries=2; the loser is refused once, on try 1 (the no-retry form)."""
+    result, rows = claims_run
+    refused = [r for r in _claims(rows, target) if r["outcome"] == "refused"]
+    assert len(refused) == 1, refused
+    assert refused[0]["no_retry"] is True
+    assert result.task_state(refused[0]["who"]) == "failed"
+    assert result.try_number(refused[0]["who"]) == 1
+
+
 def test_a_claiming_task_that_fails_gets_the_same_value_on_its_retry(claims_run):
     result, rows = claims_run
     flaky = sorted((r["try_number"], r["value"]) for r in rows if r.get("check") == "flaky")

@@ -18,7 +18,18 @@ def _claim(task_id, who, key="return_value"):
     try:
         value = claim_task_xcom(task_id, key=key)
     except AlreadyClaimedError as exc:
-        record(check="claim", who=who, target=task_id, key=key, outcome="refused", holder=exc.holder)
+        from taskflow_exclusive.airflow._compat import AirflowFailException
+
+        no_retry = isinstance(exc, AirflowFailException)
+        record(
+            check="claim",
+            who=who,
+            target=task_id,
+            key=key,
+            outcome="refused",
+            holder=exc.holder,
+            no_retry=no_retry,
+        )
         raise
     record(
         check="claim", who=who, target=task_id, key=key, outcome="won", ok=value == _expected(task_id, key)
@@ -62,19 +73,19 @@ def xcom_claims():
     def small():
         return {"n": 1}
 
-    @task(retries=0)
+    @task(retries=2)  # a refusal must not use them
     def claimer_a():
         _claim("big", "claimer_a")
 
-    @task(retries=0)
+    @task(retries=2)  # a refusal must not use them
     def claimer_b():
         _claim("big", "claimer_b")
 
-    @task(retries=0)
+    @task(retries=2)  # a refusal must not use them
     def inline_a():
         _claim("small", "inline_a")
 
-    @task(retries=0)
+    @task(retries=2)  # a refusal must not use them
     def inline_b():
         _claim("small", "inline_b")
 
