@@ -27,18 +27,18 @@ different modules.
 Example::
 
     >>> from taskflow_exclusive.airflow import _compat
-    >>> _compat.AIRFLOW_CLASSES["BaseXCom"]
-    ('airflow.sdk.bases.xcom', 'BaseXCom')
+    >>> _compat.serde_module().__name__ in ("airflow.sdk.serde", "airflow.serialization.serde")
+    True
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+from types import ModuleType
 from typing import Any
 
 __all__ = [
-    "AIRFLOW_CLASSES",
     "airflow_conf",
     "allow_in_serde",
     "integrate_task_plugins",
@@ -48,57 +48,49 @@ __all__ = [
     "stored_xcom_value",
 ]
 
-# Public classes whose home moved between releases: the first module that imports wins.
+# Classes whose home moved between releases, resolved by __getattr__ on first use, the newer
+# home first (not in __all__: they exist only once asked for):
 #   AirflowFailException: airflow.sdk.exceptions from 3.2; airflow.exceptions on 3.1 (3.2 and
 #                         3.3 re-export the task SDK's class there).
 #   AirflowPlugin:        airflow.sdk.plugins_manager from 3.2; airflow.plugins_manager on 3.1.
-#   DecoratedOperator, task_decorator_factory: airflow.sdk.bases.decorator from 3.1.
-#   BaseXCom:             airflow.sdk.bases.xcom from 3.1.
-#   PythonOperator:       the standard provider.
-_CANDIDATES: dict[str, tuple[str, ...]] = {
+_MOVED_CLASSES: dict[str, tuple[str, ...]] = {
     "AirflowFailException": ("airflow.sdk.exceptions", "airflow.exceptions"),
     "AirflowPlugin": ("airflow.sdk.plugins_manager", "airflow.plugins_manager"),
-    "DecoratedOperator": ("airflow.sdk.bases.decorator",),
-    "task_decorator_factory": ("airflow.sdk.bases.decorator",),
-    "BaseXCom": ("airflow.sdk.bases.xcom",),
-    "PythonOperator": ("airflow.providers.standard.operators.python",),
 }
 
-# Filled on first use: name -> (module, attribute) actually found on this Airflow.
-AIRFLOW_CLASSES: dict[str, tuple[str, str]] = {
-    name: (modules[0], name) for name, modules in _CANDIDATES.items()
-}
+
+def _first_module(*names: str) -> ModuleType:
+    """The first of ``names`` that imports (the newer location first)."""
+    for name in names[:-1]:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return importlib.import_module(names[-1])
 
 
 def __getattr__(name: str) -> Any:
-    modules = _CANDIDATES.get(name)
-    if modules is None:
+    homes = _MOVED_CLASSES.get(name)
+    if homes is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for module_name in modules:
+    for home in homes:  # 3.1 has airflow.sdk.exceptions, without AirflowFailException in it
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:
+            value = getattr(importlib.import_module(home), name)
+        except (ImportError, AttributeError):
             continue
-        if hasattr(module, name):
-            AIRFLOW_CLASSES[name] = (module_name, name)
-            value = getattr(module, name)
-            globals()[name] = value
-            return value
-    raise ImportError(f"{name} is in none of {', '.join(modules)} on this Airflow version")
+        globals()[name] = value
+        return value
+    raise ImportError(f"{name} is in none of {', '.join(homes)} on this Airflow version")
 
 
-def serde_module() -> Any | None:
+@functools.cache
+def serde_module() -> ModuleType:
     """Airflow's XCom serde: ``airflow.sdk.serde`` from 3.2, ``airflow.serialization.serde`` on 3.1.
 
     On 3.2 and 3.3 the latter is a deprecated alias of the former, so the first that imports is
     the module XCom uses.
     """
-    for name in ("airflow.sdk.serde", "airflow.serialization.serde"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
+    return _first_module("airflow.sdk.serde", "airflow.serialization.serde")
 
 
 def allow_in_serde(cls: type, qualname: str) -> bool:
@@ -126,23 +118,26 @@ def serde_serialize(value: Any) -> Any:
 
 
 def serde_deserialize(data: Any) -> Any:
-    """``serde.deserialize`` (what XCom returns) wherever this Airflow keeps it."""
+    """``serde.deserialize`` (what XCom returns), from :func:`serde_module`."""
     return serde_module().deserialize(data)
 
 
 def integrate_task_plugins() -> None:
     """Load plugins as a task process does at start-up (the task runner's ``integrate_macros_plugins``).
 
-    From ``airflow.sdk.plugins_manager`` on 3.2 and 3.3, ``airflow.plugins_manager`` on 3.0
-    and 3.1 (checked in each release's ``task_runner.py``). Used by the tests.
+    From ``airflow.sdk.plugins_manager`` on 3.2 and 3.3, ``airflow.plugins_manager`` on 3.1
+    (checked in each release's ``task_runner.py``). Used by the tests.
     """
-    for name in ("airflow.sdk.plugins_manager", "airflow.plugins_manager"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        module.integrate_macros_plugins()
-        return
+    _first_module("airflow.sdk.plugins_manager", "airflow.plugins_manager").integrate_macros_plugins()
+
+
+def airflow_conf() -> Any:
+    """Airflow's configuration as the task SDK sees it.
+
+    ``airflow.sdk.configuration.conf`` from 3.2; ``airflow.configuration.conf`` on 3.1
+    (the same file and environment variables, the same ``get``/``getint``).
+    """
+    return _first_module("airflow.sdk.configuration", "airflow.configuration").conf
 
 
 def stored_xcom_value(*, key: str, dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> Any:
@@ -157,24 +152,11 @@ def stored_xcom_value(*, key: str, dag_id: str, task_id: str, run_id: str, map_i
 
 @functools.cache
 def _stored_xcom() -> type:
-    base = __getattr__("BaseXCom")
+    from airflow.sdk.bases.xcom import BaseXCom
 
-    class StoredXCom(base):  # type: ignore[misc, valid-type]
+    class StoredXCom(BaseXCom):
         @staticmethod
         def deserialize_value(result: Any) -> Any:
             return result.value
 
     return StoredXCom
-
-
-def airflow_conf() -> Any:
-    """Airflow's configuration as the task SDK sees it.
-
-    ``airflow.sdk.configuration.conf`` from 3.2; ``airflow.configuration.conf`` on 3.1
-    (the same file and environment variables, the same ``get``/``getint``).
-    """
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:
-        from airflow.configuration import conf
-    return conf

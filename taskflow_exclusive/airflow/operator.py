@@ -21,7 +21,9 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
-from taskflow_exclusive.airflow._compat import DecoratedOperator, PythonOperator, task_decorator_factory
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+
 from taskflow_exclusive.airflow.inputs import claim_arguments, claimed_parameters
 from taskflow_exclusive.airflow.results import check_shape, publish_result
 from taskflow_exclusive.airflow.serde import allow_handle_deserialization

@@ -65,7 +65,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskflow_exclusive.airflow._compat import BaseXCom, stored_xcom_value
+from airflow.sdk.bases.xcom import BaseXCom
+
+from taskflow_exclusive.airflow._compat import stored_xcom_value
 
 if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
