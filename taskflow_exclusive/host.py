@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskflow_exclusive.errors import StorageConfigError
 
@@ -55,7 +55,6 @@ __all__ = [
 ENTRY_POINT_GROUP = "taskflow_exclusive.host"
 
 
-@runtime_checkable
 class Connection(Protocol):
     """The parts of a connection the core reads (Airflow's ``Connection`` has them all)."""
 

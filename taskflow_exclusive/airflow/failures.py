@@ -36,12 +36,13 @@ class AlreadyClaimedError(errors.AlreadyClaimedError, AirflowFailException):
     """``AlreadyClaimedError`` raised inside an Airflow task: fails it without retries."""
 
 
-def fail_task_without_retry(refused: errors.AlreadyClaimedError, *, running: bool) -> None:
-    """In a ``running`` Airflow task, raise ``refused`` as the no-retry form; else return.
+def fail_task_without_retry(refused: errors.AlreadyClaimedError) -> None:
+    """Raise ``refused`` as the no-retry form (unless it already is).
 
-    Called by :meth:`taskflow_exclusive.airflow.host.AirflowHost.refuse` for every refusal.
+    Called by :meth:`taskflow_exclusive.airflow.host.AirflowHost.refuse` for every refusal
+    inside a running Airflow task.
     """
-    if isinstance(refused, AlreadyClaimedError) or not running:
+    if isinstance(refused, AlreadyClaimedError):
         return
     failure = errors._rebuild(AlreadyClaimedError, refused.message + NO_RETRY_NOTE, refused._facts)
     raise failure.with_traceback(refused.__traceback__) from None

@@ -88,11 +88,11 @@ class AirflowHost:
 
     def refuse(self, refused: AlreadyClaimedError) -> None:
         """Inside a running task, raise ``refused`` so that the task fails without retries."""
-        if "airflow.sdk" not in sys.modules:
+        if self.running_task() is None:  # outside a task: nothing from Airflow is imported
             return
         from taskflow_exclusive.airflow.failures import fail_task_without_retry
 
-        fail_task_without_retry(refused, running=self.running_task() is not None)
+        fail_task_without_retry(refused)
 
     def forget(self) -> None:
         """Read connections again on next use (tests; after a connection changed)."""
