@@ -5,12 +5,10 @@ try 1; try 2 claims again. Three mapped ``Claimed`` consumers (one per item of a
 split output) and one plain ``@task`` calling ``handle.claim()``.
 """
 
-from datetime import timedelta
 from uuid import uuid4
 
-import pendulum
 from airflow.sdk import dag, get_current_context, task
-from tfx_system_records import record
+from tfx_system_records import dag_arguments, record
 
 from taskflow_exclusive import Claimed, ExclusiveHandle, exclusive_task
 
@@ -20,12 +18,7 @@ def _fail_on_first_try() -> None:
         raise RuntimeError("failing try 1 after claiming, on purpose")
 
 
-@dag(
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
-)
+@dag(**dag_arguments(retries=2))
 def sys_consumer_retry():
     @exclusive_task(split=True)
     def produce_items():

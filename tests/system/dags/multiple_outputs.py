@@ -6,14 +6,13 @@ list (json), bytes and a str, so each key is stored with its own serializer.
 
 from uuid import uuid4
 
-import pendulum
 from airflow.sdk import dag, task
-from tfx_system_records import record
+from tfx_system_records import dag_arguments, record
 
 from taskflow_exclusive import Claimed, ExclusiveHandle, exclusive_task
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+@dag(**dag_arguments())
 def sys_multiple_outputs():
     @exclusive_task
     def produce() -> dict:

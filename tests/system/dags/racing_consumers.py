@@ -6,23 +6,15 @@ call ``handle.claim()`` at the same moment; two ``@exclusive_task`` consumers wi
 consumer has ``retries=2``, yet a refused claim must fail the task without a retry.
 """
 
-from datetime import timedelta
 from uuid import uuid4
 
-import pendulum
 from airflow.sdk import dag, task
-from airflow.sdk.exceptions import AirflowFailException
-from tfx_system_records import arrive_and_wait, record
+from tfx_system_records import arrive_and_wait, dag_arguments, record, record_refusal
 
 from taskflow_exclusive import AlreadyClaimedError, Claimed, ExclusiveHandle, exclusive_task
 
 
-@dag(
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
-)
+@dag(**dag_arguments(retries=2))
 def sys_racing_consumers():
     @exclusive_task
     def produce() -> list:
@@ -36,8 +28,7 @@ def sys_racing_consumers():
         try:
             value = handle.claim()
         except AlreadyClaimedError as refused:
-            no_retry = isinstance(refused, AirflowFailException)
-            record(outcome="refused", arrived=arrived, holder=refused.holder, no_retry=no_retry)
+            record_refusal(refused, arrived=arrived)
             raise
         record(outcome="claimed", arrived=arrived, value=value)
 

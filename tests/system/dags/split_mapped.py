@@ -7,16 +7,15 @@ workers get some of the eight.
 import time
 from uuid import uuid4
 
-import pendulum
 from airflow.sdk import dag
-from tfx_system_records import record
+from tfx_system_records import dag_arguments, record
 
 from taskflow_exclusive import Claimed, exclusive_task
 
 ITEMS = 8
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+@dag(**dag_arguments())
 def sys_split_mapped():
     @exclusive_task(split=True)
     def produce():

@@ -17,8 +17,11 @@ import json
 import os
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import pendulum
 
 _sequence = itertools.count()
 
@@ -68,6 +71,26 @@ def record(**facts: Any) -> None:
     }
     path = f"{url.hostname}{url.path}/{folder}/try{where['try_number']}-{seq}.json"
     _filesystem(url.username).pipe_file(path, json.dumps(body, default=repr).encode())
+
+
+def dag_arguments(retries: int = 0) -> dict[str, Any]:
+    """What every system-test DAG passes to ``@dag``: manual runs only, ``retries`` per task."""
+    arguments: dict[str, Any] = {
+        "schedule": None,
+        "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+        "catchup": False,
+    }
+    if retries:
+        arguments["default_args"] = {"retries": retries, "retry_delay": timedelta(seconds=1)}
+    return arguments
+
+
+def record_refusal(refused: Exception, **facts: Any) -> None:
+    """Record a refused claim: its holder, and whether it fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    no_retry = isinstance(refused, AirflowFailException)
+    record(outcome="refused", holder=refused.holder, no_retry=no_retry, **facts)
 
 
 def arrive_and_wait(name: str, expected: int, timeout: float = 60) -> int:

@@ -10,13 +10,10 @@ try 1 and claims it again on try 2.
 
 import hashlib
 import json
-from datetime import timedelta
 from uuid import uuid4
 
-import pendulum
 from airflow.sdk import dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
-from tfx_system_records import arrive_and_wait, record
+from tfx_system_records import arrive_and_wait, dag_arguments, record, record_refusal
 
 from taskflow_exclusive import AlreadyClaimedError
 from taskflow_exclusive.xcom import ExclusiveXCom, claim_task_xcom
@@ -38,18 +35,12 @@ def _race(target: str, how: str) -> None:
                 "return_value", consumer, dag_id=ti.dag_id, task_id=target, run_id=ti.run_id
             )
     except AlreadyClaimedError as refused:
-        no_retry = isinstance(refused, AirflowFailException)
-        record(outcome="refused", arrived=arrived, holder=refused.holder, no_retry=no_retry)
+        record_refusal(refused, arrived=arrived)
         raise
     record(outcome="claimed", arrived=arrived, digest=_digest(value), nonce=value["nonce"])
 
 
-@dag(
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
-)
+@dag(**dag_arguments(retries=2))
 def sys_xcom_backend_claims():
     @task
     def big():
