@@ -56,6 +56,8 @@ _EXPORTS = {
     "ClaimLedger": "taskflow_exclusive.claims.base",
     "ClaimRecord": "taskflow_exclusive.claims.base",
     "register_ledger": "taskflow_exclusive.claims",
+    "ExclusiveQueue": "taskflow_exclusive.queues.queue",
+    "Lease": "taskflow_exclusive.queues.queue",
     "LocalStorageWarning": "taskflow_exclusive.config",
     "STORAGE_URL_VARIABLE": "taskflow_exclusive.config",
     "CLAIMS_URL_VARIABLE": "taskflow_exclusive.config",
@@ -71,6 +73,10 @@ _EXPORTS = {
     "InvalidArgumentError": "taskflow_exclusive.errors",
     "MalformedRecordError": "taskflow_exclusive.errors",
     "StorageWriteError": "taskflow_exclusive.errors",
+    "QueueError": "taskflow_exclusive.errors",
+    "QueueEmptyError": "taskflow_exclusive.errors",
+    "LeaseExpiredError": "taskflow_exclusive.errors",
+    "QueueUnavailableError": "taskflow_exclusive.errors",
 }
 
 # The one list of public names: ``__all__``, ``dir()`` and lazy loading all derive from it.

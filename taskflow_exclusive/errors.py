@@ -14,6 +14,10 @@ Catch :class:`ExclusiveError` for all of them, or a precise subclass::
         ├── AlreadyClaimedError   another consumer holds the value
         ├── ClaimStoreUnavailableError  the claim ledger could not be reached (retry is safe)
         └── ClaimStoreConfigError the ledger refused for a reason a retry will not fix
+    └── QueueError                a work queue refused (taskflow_exclusive.queues)
+        ├── QueueEmptyError       no item arrived before the timeout
+        ├── LeaseExpiredError     the lease on an item ended before ack: its work does not count
+        └── QueueUnavailableError the queue's Redis could not be reached (retry is safe)
 
 Each error carries the facts needed to fix it as attributes as well as in its
 message, and survives pickling (errors cross process boundaries in Airflow
@@ -44,8 +48,12 @@ __all__ = [
     "ExclusiveError",
     "IntegrityError",
     "InvalidArgumentError",
+    "LeaseExpiredError",
     "MalformedRecordError",
     "ObjectMissingError",
+    "QueueEmptyError",
+    "QueueError",
+    "QueueUnavailableError",
     "SerializationError",
     "StorageConfigError",
     "StorageWriteError",
@@ -196,6 +204,37 @@ class ClaimStoreConfigError(ClaimError):
     table of the wrong shape, a consumer id the database cannot store. Fix
     the setting named in the message; nothing was handed out. Attributes:
     ``ledger`` (description without credentials), ``uri``.
+    """
+
+
+class QueueError(ExclusiveError):
+    """Base class of errors about work queues (:mod:`taskflow_exclusive.queues`).
+
+    Attributes: ``queue`` (its name and server, password withheld).
+    """
+
+
+class QueueEmptyError(QueueError, LookupError):
+    """No item arrived before the timeout. Attributes: ``queue``, ``timeout`` (seconds)."""
+
+
+class LeaseExpiredError(QueueError):
+    """An ``ack`` (or ``extend``/``fail``) came from a consumer whose lease had ended.
+
+    The item went back to the queue (or to another consumer, or was completed by
+    another consumer), so this consumer's work must not count: undo or discard
+    it. Attributes: ``queue``, ``item_id``, ``consumer_id``, ``token`` (the
+    fencing token the consumer held), ``deadline`` (when its lease ended, a UTC
+    datetime or ``None``) and ``completed_by`` (the consumer the value's claim
+    ledger names as having completed it, or ``None``).
+    """
+
+
+class QueueUnavailableError(QueueError, ConnectionError):
+    """The queue's Redis could not be reached or refused the command.
+
+    A ``put`` that raised this may or may not have been stored; a ``get`` took
+    nothing it did not return. Attributes: ``queue``, ``reason``.
     """
 
 
