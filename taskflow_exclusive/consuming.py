@@ -42,7 +42,15 @@ from taskflow_exclusive.storage.store import Store
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
 
-__all__ = ["claim_value", "load_verified", "purge_value", "read_value", "release_claim", "value_holders"]
+__all__ = [
+    "claim_value",
+    "load_verified",
+    "purge_value",
+    "read_value",
+    "record_claim",
+    "release_claim",
+    "value_holders",
+]
 
 
 def _locate(handle: ExclusiveHandle) -> tuple[Store, ObjectPaths]:
@@ -117,10 +125,33 @@ def read_value(handle: ExclusiveHandle) -> Any:
 def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:
     """Claim the value behind ``handle`` for ``consumer_id`` and return it."""
     store, paths = _locate(handle)
-    _verify_manifest(store, paths, handle)
     consumer = consumer_id if consumer_id is not None else default_consumer_id()
+    record_claim(handle, consumer, store=store, paths=paths)
+    return load_verified(handle, store, paths)
+
+
+def record_claim(
+    handle: ExclusiveHandle,
+    consumer_id: str,
+    *,
+    uri: str | None = None,
+    max_claims: int | None = None,
+    store: Store | None = None,
+    paths: ObjectPaths | None = None,
+) -> ClaimRecord:
+    """Verify the handle against its manifest, then record ``consumer_id``'s claim; read nothing.
+
+    ``uri`` (default: the value's) and ``max_claims`` (default: the handle's)
+    name another claim on the same value in the same ledger, such as the
+    child's side of a hand-off (:mod:`taskflow_exclusive.grants`).
+    """
+    if store is None or paths is None:
+        store, paths = _locate(handle)
+    _verify_manifest(store, paths, handle)
     try:
-        _ledger(handle, store).claim(handle.uri, consumer, handle.max_claims)
+        return _ledger(handle, store).claim(
+            uri or handle.uri, consumer_id, handle.max_claims if max_claims is None else max_claims
+        )
     except (AlreadyClaimedError, ClaimStoreUnavailableError, ClaimStoreConfigError):
         raise
     except ClaimError as exc:
@@ -129,12 +160,12 @@ def claim_value(handle: ExclusiveHandle, consumer_id: str | None = None) -> Any:
         if store.read_small(paths.manifest) is None:
             raise store.missing(handle.uri, handle.host) from exc
         raise
-    return load_verified(handle, store, paths)
 
 
-def value_holders(handle: ExclusiveHandle) -> list[ClaimRecord]:
+def value_holders(handle: ExclusiveHandle, uri: str | None = None) -> list[ClaimRecord]:
+    """Who holds the value (or, with ``uri``, another claim on it such as a hand-off's)."""
     store, _ = _locate(handle)
-    return _ledger(handle, store).holders(handle.uri)
+    return _ledger(handle, store).holders(uri or handle.uri)
 
 
 def release_claim(handle: ExclusiveHandle, consumer_id: str, *, reason: str) -> ClaimRecord | None:
@@ -152,7 +183,13 @@ def purge_value(handle: ExclusiveHandle) -> int:
     claims. What an interrupted purge leaves is removed by
     ``taskflow-exclusive cleanup``. Returns how many objects and records went.
     """
+    from taskflow_exclusive.grants import handoff_uris
+
     store, paths = _locate(handle)
+    ledger = _ledger(handle, store)
+    handed_off = handoff_uris(handle.uri, ledger.holders(handle.uri))
     removed = store.remove([paths.manifest])
     removed += store.remove([paths.data])
-    return removed + _ledger(handle, store).forget(handle.uri)
+    # The children's claims of a handed-off value first: the hand-off records name them.
+    removed += sum(ledger.forget(uri) for uri in handed_off)
+    return removed + ledger.forget(handle.uri)

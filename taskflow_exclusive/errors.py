@@ -10,6 +10,13 @@ Catch :class:`ExclusiveError` for all of them, or a precise subclass::
     ├── SerializationError        no serializer can write or read the value exactly
     ├── IntegrityError            stored bytes or manifest do not match the handle
     ├── ObjectMissingError        the stored value is gone (or on another machine)
+    ├── SigningKeyError           no usable signing key (grants, signed handles)
+    ├── GrantError                a grant was refused (see its subclasses)
+    │   ├── GrantSignatureError   tampered, unsigned, or signed with an unknown key
+    │   ├── GrantAddressError     addressed to another DAG or DAG run
+    │   ├── GrantExpiredError     past its expiry
+    │   ├── GrantNotInConfError   not among the grants of this DAG run's conf
+    │   └── GrantRevokedError     its hand-off was released by an operator
     └── ClaimError
         ├── AlreadyClaimedError   another consumer holds the value
         ├── ClaimStoreUnavailableError  the claim ledger could not be reached (retry is safe)
@@ -46,6 +53,12 @@ __all__ = [
     "ClaimStoreConfigError",
     "ClaimStoreUnavailableError",
     "ExclusiveError",
+    "GrantAddressError",
+    "GrantError",
+    "GrantExpiredError",
+    "GrantNotInConfError",
+    "GrantRevokedError",
+    "GrantSignatureError",
     "IntegrityError",
     "InvalidArgumentError",
     "LeaseExpiredError",
@@ -55,6 +68,7 @@ __all__ = [
     "QueueError",
     "QueueUnavailableError",
     "SerializationError",
+    "SigningKeyError",
     "StorageConfigError",
     "StorageWriteError",
 ]
@@ -144,6 +158,45 @@ class ObjectMissingError(ExclusiveError, FileNotFoundError):
     Attributes: ``uri`` and, for local storage, ``written_on`` (the host that
     wrote it; a worker on another machine cannot see a local file).
     """
+
+
+class SigningKeyError(ExclusiveError, ValueError):
+    """No usable key to sign or verify grants (and signed handles).
+
+    Keys come from the Airflow Connection ``taskflow_exclusive_signing`` (its
+    password) or the Variable ``taskflow_exclusive_signing_secret``, both
+    readable through a secrets backend; never from code or XCom. Nothing is
+    ever signed without a key. Attributes: ``setting`` (what was read) and
+    ``problem``. The key itself never appears in the message.
+    """
+
+
+class GrantError(ExclusiveError):
+    """A grant (a value handed to a triggered DAG) was refused; nothing was claimed.
+
+    Attributes: ``grant`` (a short description: value URI, addressee, key id,
+    granted by), ``reason``.
+    """
+
+
+class GrantSignatureError(GrantError):
+    """The grant's signature does not verify: it was altered, or its key is unknown here."""
+
+
+class GrantAddressError(GrantError):
+    """The grant is addressed to another DAG (or another run of this DAG)."""
+
+
+class GrantExpiredError(GrantError):
+    """The grant's ``expires_at`` has passed."""
+
+
+class GrantNotInConfError(GrantError):
+    """The grant is not in the running DAG run's ``conf``: only values handed to this run are claimable."""
+
+
+class GrantRevokedError(GrantError):
+    """The value's hand-off record is gone: an operator released it (or the value was purged)."""
 
 
 class ClaimError(ExclusiveError):

@@ -9,6 +9,7 @@ from its surroundings it asks the current :class:`Host` for:
 - ``filesystem(protocol, conn_id)``: a filesystem the host builds itself for
   a connection (an Airflow provider's), or ``None``;
 - ``running_task()``: the task instance running in this process, or ``None``;
+- ``run_conf()``: the ``conf`` of that task's DAG run (where grants arrive), or ``None``;
 - ``refuse(error)``: called with every :class:`AlreadyClaimedError` before it
   is raised; it may raise another form of it. Airflow's host raises one that
   fails the task without retries, since every retry would be refused too.
@@ -93,6 +94,10 @@ class Host(Protocol):
         """The task instance running in this process, or ``None``."""
         ...
 
+    def run_conf(self) -> Mapping[str, Any] | None:
+        """The running task's DAG run ``conf`` (``{}`` when it has none), or ``None`` outside a task."""
+        ...
+
     def refuse(self, refused: AlreadyClaimedError) -> None:
         """Called before ``refused`` is raised; may raise another form of it."""
         ...
@@ -130,6 +135,9 @@ class StandaloneHost:
         return None
 
     def running_task(self) -> TaskInstanceId | None:
+        return None
+
+    def run_conf(self) -> Mapping[str, Any] | None:
         return None
 
     def refuse(self, refused: AlreadyClaimedError) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskflow_exclusive.airflow.logs import import_airflow
 from taskflow_exclusive.errors import StorageConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class AirflowHost:
         Falling back to a default when the API server or a secrets backend fails
         would send values somewhere the user did not choose.
         """
+        import_airflow()
         from airflow.sdk import Variable
 
         try:
@@ -61,6 +64,7 @@ class AirflowHost:
         return _connection(conn_id)
 
     def filesystem(self, protocol: str, conn_id: str) -> AbstractFileSystem | None:
+        import_airflow()
         from airflow.sdk.io.fs import get_fs, has_fs
 
         return get_fs(protocol, conn_id) if has_fs(protocol) else None
@@ -86,6 +90,15 @@ class AirflowHost:
             try_number=int(getattr(ti, "try_number", 1) or 1),
         )
 
+    def run_conf(self) -> Mapping[str, Any] | None:
+        """The running task's ``dag_run.conf`` (``{}`` when empty), or ``None`` outside a task."""
+        if self.running_task() is None:
+            return None
+        from airflow.sdk import get_current_context
+
+        dag_run = get_current_context().get("dag_run")
+        return dict(getattr(dag_run, "conf", None) or {})
+
     def refuse(self, refused: AlreadyClaimedError) -> None:
         """Inside a running task, raise ``refused`` so that the task fails without retries."""
         if self.running_task() is None:  # outside a task: nothing from Airflow is imported
@@ -101,6 +114,7 @@ class AirflowHost:
 
 @functools.cache
 def _connection(conn_id: str) -> Any:
+    import_airflow()
     from airflow.sdk import Connection
 
     try:

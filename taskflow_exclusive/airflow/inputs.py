@@ -9,7 +9,8 @@ asks for an input to be claimed for it by annotating the parameter::
 
 Before the function runs, every ``Claimed`` argument is claimed for the
 running consumer (inside Airflow: ``dag_id/run_id/task_id/map_index``) and
-replaced by its value. An argument may be one :class:`ExclusiveHandle`, or a
+replaced by its value. An argument may be one :class:`ExclusiveHandle` (or a :class:`Grant` handed to
+this DAG run, see :mod:`taskflow_exclusive.airflow.grants`), or a
 list / tuple / other sequence (a split output, or the handles of a mapped
 producer) or a dict of them: each handle inside is claimed and the same
 shape of values is passed. Anything else given to a ``Claimed`` parameter is
@@ -36,6 +37,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, TypeVar
 
+from taskflow_exclusive.grants import Grant
 from taskflow_exclusive.handle import ExclusiveHandle
 
 __all__ = ["CLAIM", "Claimed", "claim_arguments", "claimed_parameters"]
@@ -49,6 +51,9 @@ class _ClaimMarker:
 
 
 CLAIM = _ClaimMarker()
+
+# What a Claimed parameter claims: a handle, or a grant handed to this DAG run (taskflow_exclusive.grants).
+_CLAIMABLE = (ExclusiveHandle, Grant)
 
 T = TypeVar("T")
 
@@ -116,7 +121,7 @@ def claim_arguments(
 
 
 def _claim(value: Any, name: str, consumer_id: str | None) -> Any:
-    if isinstance(value, ExclusiveHandle):
+    if isinstance(value, _CLAIMABLE):
         return value.claim(consumer_id)
     if isinstance(value, Mapping):
         _require_handles(value.values(), name, value)
@@ -130,7 +135,7 @@ def _claim(value: Any, name: str, consumer_id: str | None) -> Any:
 
 def _require_handles(items: Iterable[Any], name: str, container: Any) -> None:
     for item in items:
-        if not isinstance(item, ExclusiveHandle):
+        if not isinstance(item, _CLAIMABLE):
             raise _not_a_handle(name, container, item)
 
 

@@ -1,4 +1,4 @@
-"""Letting Airflow's XCom serde rebuild :class:`ExclusiveHandle` objects.
+"""Letting Airflow's XCom serde rebuild :class:`ExclusiveHandle` (and :class:`Grant`) objects.
 
 XCom stores a handle as ``{"__classname__": "taskflow_exclusive.handle.ExclusiveHandle",
 "__version__": 1, "__data__": {...}}`` (the handle's ``serialize()``), and a
@@ -33,11 +33,12 @@ from __future__ import annotations
 import functools
 import logging
 
-__all__ = ["HANDLE_CLASS", "allow_handle_deserialization"]
+__all__ = ["GRANT_CLASS", "HANDLE_CLASS", "allow_handle_deserialization"]
 
 log = logging.getLogger("taskflow_exclusive")
 
 HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
+GRANT_CLASS = "taskflow_exclusive.grants.Grant"
 
 
 @functools.cache
@@ -48,13 +49,18 @@ def allow_handle_deserialization() -> bool:
     Idempotent and cheap after the first call.
     """
     from taskflow_exclusive.airflow._compat import allow_in_serde
+    from taskflow_exclusive.grants import Grant
     from taskflow_exclusive.handle import ExclusiveHandle
 
-    if allow_in_serde(ExclusiveHandle, HANDLE_CLASS):
+    allowed = [
+        allow_in_serde(cls, name) for cls, name in ((ExclusiveHandle, HANDLE_CLASS), (Grant, GRANT_CLASS))
+    ]
+    if all(allowed):
         return True
     log.warning(
-        "Could not register %s with Airflow's XCom serde (no known serde module). Add it to "
-        "[core] allowed_deserialization_classes so consumer tasks can receive handles.",
+        "Could not register %s and %s with Airflow's XCom serde (no known serde module). Add them "
+        "to [core] allowed_deserialization_classes so consumer tasks can receive handles and grants.",
         HANDLE_CLASS,
+        GRANT_CLASS,
     )
     return False

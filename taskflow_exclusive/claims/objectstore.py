@@ -57,10 +57,13 @@ class ObjectStoreLedger(ClaimLedger):
         return f"object store {location.protocol}://{conn}{where} (claim records beside the value)"
 
     def _paths(self, uri: str) -> ObjectPaths:
-        location = parse_storage_url(uri, source="handle")
+        # ``<value uri>#<scope>`` names another set of claims on the value (a hand-off's).
+        value_uri, _, scope = uri.partition("#")
+        location = parse_storage_url(value_uri, source="handle")
         if not location.same_filesystem(self.store.location):
             raise ExclusiveError(f"{uri} is not on the ledger's store {self.store.describe()}")
-        return ObjectPaths.from_data_path(location.path, uri=uri)
+        paths = ObjectPaths.from_data_path(location.path, uri=value_uri)
+        return paths.scoped(scope) if scope else paths
 
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
         paths = self._paths(uri)
@@ -120,7 +123,8 @@ class ObjectStoreLedger(ClaimLedger):
             # (its claimer then finds the value gone); look again, and leave what still
             # appears to `taskflow-exclusive cleanup` rather than fail the purge.
             for _ in range(3):
-                removed += self.store.remove(self.store.list_folder(folder))
+                # Records, and those of scoped claims (hand-offs) in subfolders; the folders go below.
+                removed += self.store.remove(_files_under(self.store, folder))
                 try:
                     self.store.remove([folder], recursive=True)
                     break
@@ -135,3 +139,12 @@ class ObjectStoreLedger(ClaimLedger):
     def _record_at(self, path: str) -> ClaimRecord | None:
         raw = self.store.read_small(path)
         return None if raw is None else ClaimRecord.from_json(raw, where=self.store.uri(path))
+
+
+def _files_under(store: Store, folder: str) -> list[str]:
+    """Every file below ``folder``, at any depth (empty when it does not exist)."""
+    store.fs.invalidate_cache(folder)  # s3fs and gcsfs list from a cache otherwise
+    try:
+        return [str(path) for path in store.fs.find(folder)]
+    except FileNotFoundError:
+        return []

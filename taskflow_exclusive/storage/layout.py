@@ -120,6 +120,8 @@ class ObjectPaths:
     folder: str
     stem: str
     extension: str
+    #: Another set of claims on the same value (e.g. ``handoff/<dag>``), kept inside its claims folder.
+    claims_scope: str | None = None
 
     @property
     def data(self) -> str:
@@ -131,7 +133,16 @@ class ObjectPaths:
 
     @property
     def claims_folder(self) -> str:
-        return f"{self.folder}/{self.stem}{CLAIMS_SUFFIX}"
+        own = f"{self.folder}/{self.stem}{CLAIMS_SUFFIX}"
+        return own if self.claims_scope is None else f"{own}/{encode_segment(self.claims_scope)}"
+
+    def scoped(self, scope: str) -> ObjectPaths:
+        """The paths of another set of claims on this value, in a subfolder of its claims folder.
+
+        >>> ObjectPaths("b/f", "0" * 32, "bin").scoped("handoff/child").claim_record(0)[-34:]
+        'claims/handoff%2Fchild/slot-0.json'
+        """
+        return ObjectPaths(self.folder, self.stem, self.extension, scope)
 
     def claim_record(self, slot: int, generation: int = 0) -> str:
         """The record of the ``generation``-th holder of ``slot``."""
