@@ -12,6 +12,8 @@ Example::
     >>> q = ExclusiveQueue("redis://127.0.0.1:6379/15?prefix=docs", name="pkg")
     >>> _ = q.put("hello"); q.get()
     'hello'
+    >>> q.purge()
+    0
 """
 
 from __future__ import annotations
