@@ -209,6 +209,7 @@ class Deployment:
         dag_files: Iterable[Path],
         env: dict[str, str],
         workers: Iterable[Worker] = (),
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.name = name
         self.root = Path(root)
@@ -223,6 +224,8 @@ class Deployment:
         self.processes: list[_Process] = []
         self._client = httpx.Client(base_url=self.base_url, timeout=30)
         self._token: str | None = None
+        # (username, password) of an admin when the deployment defines users (no all-admins mode)
+        self.credentials = credentials
         self._secrets = {"api": secrets.token_hex(32), "jwt": secrets.token_hex(32)}
         self.timings: dict[str, float] = {}
 
@@ -411,15 +414,25 @@ class Deployment:
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the REST API as an admin; the decoded JSON answer."""
         if self._token is None:
-            answer = self._client.get("/auth/token")
-            answer.raise_for_status()
-            self._token = answer.json()["access_token"]
+            if self.credentials is None:
+                answer = self._client.get("/auth/token")
+                answer.raise_for_status()
+                self._token = answer.json()["access_token"]
+            else:
+                self._token = self.token(*self.credentials)
         response = self._client.request(
             method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
         )
         if response.status_code >= 400:
             raise DeploymentError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
+
+    def token(self, username: str, password: str) -> str:
+        """A JWT for a user the auth manager knows (``POST /auth/token``, SimpleAuthManager)."""
+        answer = self._client.post("/auth/token", json={"username": username, "password": password})
+        if answer.status_code >= 400:
+            raise DeploymentError(f"POST /auth/token as {username!r} -> {answer.status_code}: {answer.text}")
+        return answer.json()["access_token"]
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause ``dag_id`` and start a run of it now; its run id."""
