@@ -106,6 +106,11 @@ class ExclusiveHandle:
         return {"format": self.FORMAT, **asdict(self)}
 
     def to_json(self) -> str:
+        """The handle as compact JSON: what to save, pass to ``taskflow-exclusive holders``, or share.
+
+        :meth:`from_json` reads it back, and so does the command line
+        (:mod:`taskflow_exclusive.handle_forms` lists the other forms it reads).
+        """
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -161,9 +166,9 @@ class ExclusiveHandle:
         return self.to_dict()
 
     @classmethod
-    def deserialize(cls, data: dict[str, Any], version: int) -> ExclusiveHandle:
+    def deserialize(cls, data: dict[str, Any], version: int, *, where: str | None = None) -> ExclusiveHandle:
         """Rebuild a handle from Airflow's XCom serde, validating it like :meth:`from_dict`."""
-        where = "XCom (Airflow serde)"
+        where = where or "XCom (Airflow serde)"
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise _malformed(where, f"its serde version is {_shown(version)}, not a positive int", None)
         if version > cls.__version__:

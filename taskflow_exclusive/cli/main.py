@@ -7,9 +7,20 @@ Example::
     $ taskflow-exclusive release @handle.json --consumer 'etl/run1/load/-1' --reason 'worker lost'
     $ taskflow-exclusive cleanup s3://my_conn@bucket/exclusive --older-than 6h --dry-run
 
-``HANDLE`` is a handle's JSON (as XCom shows it), ``@path`` of a file holding
-it, or ``-`` to read it from standard input. Exit status: 0 done, 1 refused or
-failed (the reason on standard error), 2 bad usage.
+``HANDLE`` is a handle as you can copy it from anywhere it is shown, given
+as the text itself, ``@path`` of a file holding it, or ``-`` to read it from
+standard input: the handle's JSON (``ExclusiveHandle.to_json()``), the XCom
+serde envelope the REST API returns (``{"__classname__": ..., "__data__": ...}``),
+the ``ExclusiveXCom`` reference row, the Airflow UI's text
+(``taskflow_exclusive.handle.ExclusiveHandle@version=1(...)``) or the REST
+API's whole XCom entry (see :mod:`taskflow_exclusive.handle_forms`).
+
+Exit status: 0 done; 1 refused or failed (the reason in one line on standard
+error: a claim held by someone else, storage without credentials, a prefix
+that does not exist, a handle that is not one); 2 bad usage (a missing option,
+an unreadable ``@file``, a duration that is not one). ``--traceback`` shows
+the full traceback of a failure instead. Progress of long operations goes to
+standard error, only when it is a terminal.
 """
 
 from __future__ import annotations
@@ -19,9 +30,10 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
@@ -56,8 +68,8 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _read_handle(argument: str) -> ExclusiveHandle:
-    from taskflow_exclusive.errors import InvalidArgumentError, MalformedRecordError
-    from taskflow_exclusive.handle import ExclusiveHandle
+    from taskflow_exclusive.errors import InvalidArgumentError
+    from taskflow_exclusive.handle_forms import parse_handle
 
     where = {"-": "standard input"}.get(argument, f"file {argument[1:]!r}" if argument[:1] == "@" else "")
     try:
@@ -69,21 +81,15 @@ def _read_handle(argument: str) -> ExclusiveHandle:
         else:
             text = argument
     except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise InvalidArgumentError(
-            f"HANDLE: cannot read the handle from {where} ({exc}); pass the JSON, @file or -.",
+            f"HANDLE: cannot read the handle from {where} ({reason}); pass the handle itself, "
+            "@FILE holding it, or - to read standard input.",
             argument="HANDLE",
             value=argument[:200],
-            expected="a handle's JSON, @file holding it, or -",
+            expected="a handle (as copied from XCom, the REST API or the UI), @FILE holding it, or -",
         ) from None
-    try:
-        return ExclusiveHandle.from_json(text, where=where or "the HANDLE argument")
-    except MalformedRecordError as exc:
-        raise MalformedRecordError(
-            f"HANDLE is not a handle's JSON: {exc} Pass the JSON (as XCom shows it), @file or -.",
-            kind=exc.kind,
-            where=exc.where,
-            problem=exc.problem,
-        ) from None
+    return parse_handle(text, where=where or "the HANDLE argument")
 
 
 def _holders(args: argparse.Namespace) -> int:
@@ -126,19 +132,106 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from taskflow_exclusive.storage.cleanup import remove_uncommitted
+    from taskflow_exclusive.storage.cleanup import Sweep, remove_uncommitted
 
-    leftovers = remove_uncommitted(args.storage_url, older_than=args.older_than, dry_run=args.dry_run)
+    store = _existing_store(args.storage_url)
     verb = "would remove" if args.dry_run else "removed"
-    for leftover in leftovers:
-        print(f"{verb} {leftover.describe()}")
-    total = sum(leftover.size or 0 for leftover in leftovers)
-    print(
-        f"{len(leftovers)} leftover(s) older than {args.older_than} {verb} under {args.storage_url} "
-        f"({total} bytes); committed values, and names or places the library's layout does not define, "
-        "are never touched."
-    )
+    progress = _Progress(sys.stderr)
+    sweep = Sweep()
+
+    def show(leftover: Any) -> None:
+        progress.clear()
+        print(f"{verb} {leftover.describe()}", flush=True)
+
+    def advance(done: int, total: int) -> None:
+        action = "checking" if args.dry_run else "removing"
+        progress.show(f"{action} leftovers: {done} of {total}", force=done == total)
+
+    progress.show(f"listing {args.storage_url} ...", force=True)
+    try:
+        leftovers = remove_uncommitted(
+            store,
+            older_than=args.older_than,
+            dry_run=args.dry_run,
+            sweep=sweep,
+            on_entry=show,
+            progress=advance,
+        )
+    finally:
+        progress.clear()
+    print(_cleanup_summary(args, leftovers, sweep, verb))
     return 0
+
+
+def _cleanup_summary(args: argparse.Namespace, leftovers: list[Any], sweep: Any, verb: str) -> str:
+    kinds: dict[str, int] = {}
+    for leftover in leftovers:
+        kinds[leftover.kind] = kinds.get(leftover.kind, 0) + 1
+    by_kind = "".join(f"\n  {count} {kind}" for kind, count in sorted(kinds.items()))
+    size = sum(leftover.size or 0 for leftover in leftovers)
+    kept = [
+        f"{sweep.listed - sweep.leftovers} file(s) that are committed values or not names this "
+        "library writes (never touched)",
+        f"{sweep.recent} leftover(s) younger than {args.older_than} (a write may still be running; "
+        "see --older-than)",
+    ]
+    if sweep.changed:
+        kept.append(f"{sweep.changed} committed or back in use since the listing")
+    return (
+        f"Summary for {args.storage_url}: {verb} {len(leftovers)} leftover(s), {_bytes(size)}{by_kind}\n"
+        f"Kept: {sweep.listed} file(s) listed; " + "; ".join(kept) + "."
+    )
+
+
+def _bytes(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _existing_store(url: str) -> Any:
+    """The store at ``url``, refusing a prefix under which nothing exists (a typo, a wrong bucket)."""
+    from taskflow_exclusive.errors import StorageConfigError
+    from taskflow_exclusive.storage.store import Store
+
+    store = Store.from_url(url, source="argument")
+    base = store.location.path
+    store.fs.invalidate_cache(base)
+    if not store.fs.exists(base):
+        raise StorageConfigError(
+            f"Nothing exists at {url} (no such folder, bucket or prefix): check the URL. Nothing "
+            "was removed.",
+            url=url,
+            source="argument",
+        )
+    return store
+
+
+class _Progress:
+    """A status line on ``stream`` for long operations: only on a terminal, at most 10 times a second."""
+
+    def __init__(self, stream: Any, interval: float = 0.1) -> None:
+        self.stream = stream
+        self.enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self.interval = interval
+        self.shown_at = 0.0
+        self.visible = False
+
+    def show(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.shown_at < self.interval):
+            return
+        self.stream.write(f"\r\x1b[K{text}")
+        self.stream.flush()
+        self.shown_at, self.visible = now, True
+
+    def clear(self) -> None:
+        if self.visible:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.visible = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taskflow-exclusive",
         description="Claim-once TaskFlow outputs for Apache Airflow 3.",
     )
+    parser.add_argument(
+        "--traceback", action="store_true", help="on a failure, show the full traceback, not one line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
@@ -161,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the demo's Airflow home (values, log)")
     demo.set_defaults(run=_demo)
 
-    handle_help = "the handle's JSON, @FILE holding it, or - for standard input"
+    handle_help = (
+        "the handle as XCom, the REST API or the UI shows it (JSON, serde envelope, reference row or "
+        "the UI's text), @FILE holding it, or - for standard input"
+    )
     holders = commands.add_parser("holders", help="who holds a value, and since when")
     holders.add_argument("handle", metavar="HANDLE", help=handle_help)
     holders.add_argument("--json", action="store_true", help="print the claim records as JSON")
@@ -198,35 +297,113 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _log_to_stderr() -> None:
+def _log_to_stderr(traceback: bool) -> None:
     """Operator commands log what they change (a release, each removal) on standard error.
 
-    Airflow (imported to read connections) points the root logger at standard
-    output when it is first imported; it is imported first here, then logging
-    is pointed at standard error, so standard output keeps only the command's
-    own output (``holders --json`` stays parseable).
+    Airflow (imported to read connections) is imported the way the library
+    imports it (:func:`~taskflow_exclusive.airflow.logs.import_airflow`:
+    the process's logging is left as it was), then logging is pointed at
+    standard error, one line per record, so standard output keeps only the
+    command's own output (``holders --json`` stays parseable).
     """
-    import airflow  # noqa: F401 - configures logging on import
+    from taskflow_exclusive.airflow.logs import import_airflow
 
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    import_airflow()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(traceback))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("taskflow_exclusive").setLevel(logging.INFO)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``LEVEL logger: message``; an exception as its one-line summary unless tracebacks were asked for."""
+
+    def __init__(self, traceback: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.traceback = traceback
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.traceback or not record.exc_info or record.exc_info[1] is None:
+            return super().format(record)
+        line = _one_line(record.exc_info[1])
+        record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return f"{super().format(record)} ({line})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "demo":
-        _log_to_stderr()
-    from taskflow_exclusive.errors import ExclusiveError
+        _log_to_stderr(args.traceback)
+    from taskflow_exclusive.errors import ExclusiveError, InvalidArgumentError
 
     try:
         return int(args.run(args) or 0)
-    except ExclusiveError as exc:
-        _print_error(str(exc))
-    except OSError as exc:  # the storage or the network refused: the reason, not a traceback
-        _print_error(f"{type(exc).__name__}: {exc}")
-    return 1
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        _print_error(_explain(exc))
+        if isinstance(exc, InvalidArgumentError):
+            return 2
+        if not isinstance(exc, (ExclusiveError, OSError)) and _credentials_problem(exc) is None:
+            print("(run with --traceback to see where it failed)", file=sys.stderr)
+        return 1
+
+
+# Exceptions (by class name, anywhere in the class's MRO) that mean "no usable credentials".
+_CREDENTIAL_ERRORS = {
+    "NoCredentialsError": "no credentials were found",
+    "PartialCredentialsError": "the credentials are incomplete",
+    "DefaultCredentialsError": "no credentials were found",
+    "RefreshError": "the credentials could not be refreshed",
+}
+_REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"}
+
+
+def _credentials_problem(exc: BaseException) -> str | None:
+    """What is wrong with the storage credentials, if that is what ``exc`` (or its cause) says."""
+    seen = 0
+    while exc is not None and seen < 5:
+        for cls in type(exc).__mro__:
+            if cls.__name__ in _CREDENTIAL_ERRORS:
+                return _CREDENTIAL_ERRORS[cls.__name__]
+        response = getattr(exc, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code in _REFUSED_CODES:
+            return f"the server refused the credentials ({code})"
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return None
+
+
+def _explain(exc: BaseException) -> str:
+    """One line: what failed and, where known, how to fix it (never a credential)."""
+    from taskflow_exclusive.errors import ExclusiveError
+
+    if isinstance(exc, ExclusiveError):
+        return str(exc)
+    problem = _credentials_problem(exc)
+    if problem is not None:
+        return (
+            f"cannot reach the storage: {problem}. Name an Airflow connection that holds them in the "
+            "URL (s3://CONN_ID@bucket/prefix, gs://CONN_ID@bucket/prefix), or set the provider's own "
+            "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or GOOGLE_APPLICATION_CREDENTIALS)."
+        )
+    if isinstance(exc, PermissionError):
+        return (
+            f"the storage refused access ({_one_line(exc)}): check that the credentials (of the Airflow "
+            "connection named in the URL, or the provider's own) are valid and allowed to read, list "
+            "and delete there."
+        )
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {_one_line(exc)}"
+    return f"unexpected {type(exc).__name__}: {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
 
 
 def _print_error(message: str) -> None:

@@ -70,6 +70,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -86,7 +87,7 @@ from taskflow_exclusive.storage.layout import (
 )
 from taskflow_exclusive.storage.store import Store
 
-__all__ = ["DEFAULT_GRACE", "Leftover", "find_uncommitted", "remove_uncommitted"]
+__all__ = ["DEFAULT_GRACE", "Leftover", "Sweep", "find_uncommitted", "remove_uncommitted"]
 
 log = logging.getLogger("taskflow_exclusive.cleanup")
 
@@ -135,21 +136,41 @@ class Leftover:
         return f"{self.kind}: {self.uri}{rule} (last modified {when}{age}{size}{upload})"
 
 
+@dataclass
+class Sweep:
+    """What one cleanup looked at, for a summary (pass one in; it is filled in as the sweep goes).
+
+    ``listed``: files under the prefix; ``leftovers``: those matching a
+    leftover rule, of any age; ``recent``: leftovers younger than the grace
+    period (kept); ``changed``: leftovers committed, or whose value came back,
+    between the listing and their removal (kept).
+    """
+
+    listed: int = 0
+    leftovers: int = 0
+    recent: int = 0
+    changed: int = 0
+
+
 def find_uncommitted(
     storage: str | Store,
     older_than: timedelta = DEFAULT_GRACE,
     *,
     now: datetime | None = None,
+    sweep: Sweep | None = None,
 ) -> list[Leftover]:
     """Everything under ``storage`` that interrupted writes left, older than ``older_than``.
 
     ``storage`` is a storage base URL (``s3://conn@bucket/prefix``,
     ``gs://...``, ``file:///...``) or a :class:`~taskflow_exclusive.storage.store.Store`.
-    Reads only; see :func:`remove_uncommitted` to delete.
+    Reads only; see :func:`remove_uncommitted` to delete. ``sweep``, if given,
+    counts what was listed and what was left alone.
     """
     store = _store(storage)
+    sweep = sweep if sweep is not None else Sweep()
     cutoff = _cutoff(older_than, now)
     files = _listing(store)
+    sweep.listed += len(files)
     base = store.location.path.rstrip("/")
     relative = {path: path[len(base) + 1 :] for path in files if path.startswith(base + "/")}
     layout = _Layout(store, relative.values())
@@ -158,8 +179,10 @@ def find_uncommitted(
         match = layout.classify(relative[path]) if path in relative else None
         if match is None:
             continue
+        sweep.leftovers += 1
         modified = _modified(info)
         if modified is None or modified > cutoff:
+            sweep.recent += 1
             continue  # too recent (a write in progress), or of unknown age: left alone
         kind, rule = match
         found.append(Leftover(kind, store.uri(path), path, modified, _size(info), None, rule, older_than))
@@ -173,25 +196,44 @@ def remove_uncommitted(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    sweep: Sweep | None = None,
+    on_entry: Callable[[Leftover], object] | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> list[Leftover]:
     """Delete what :func:`find_uncommitted` reports; return what was (or, dry, would be) removed.
 
     Just before deleting data, its manifest is looked for once more, and
     before deleting claims, the value's manifest and data: a value committed
     (or a purge not yet past the data) since the listing is kept. Each removal
-    is logged with the rule it matched.
+    is logged with the rule it matched (a dry run changes nothing and logs
+    only at DEBUG). For long sweeps, ``on_entry(leftover)`` is called as each
+    one is (or would be) removed and ``progress(done, total)`` after each
+    leftover considered; ``sweep`` counts what was kept and why.
     """
     store = _store(storage)
+    sweep = sweep if sweep is not None else Sweep()
     removed: list[Leftover] = []
-    for leftover in find_uncommitted(store, older_than, now=now):
-        if leftover.kind == DATA and _manifest_exists(store, leftover.path):
-            continue  # committed after the listing: a value, not a leftover
-        if leftover.kind == CLAIMS and _value_exists(store, leftover.path):
-            continue  # its value is (again) there: the claims are not orphans
-        if not dry_run and not _remove(store, leftover):
+    found = find_uncommitted(store, older_than, now=now, sweep=sweep)
+    for done, leftover in enumerate(found, start=1):
+        if progress is not None:
+            progress(done, len(found))
+        if (leftover.kind == DATA and _manifest_exists(store, leftover.path)) or (
+            leftover.kind == CLAIMS and _value_exists(store, leftover.path)
+        ):
+            sweep.changed += 1  # committed since the listing, or its value is back: not a leftover
             continue
-        log.info("%s %s", "Would remove" if dry_run else "Removed", leftover.describe())
+        if not dry_run and not _remove(store, leftover):
+            sweep.changed += 1  # an upload completed or aborted since it was listed
+            continue
+        log.log(
+            logging.DEBUG if dry_run else logging.INFO,
+            "%s %s",
+            "Would remove" if dry_run else "Removed",
+            leftover.describe(),
+        )
         removed.append(leftover)
+        if on_entry is not None:
+            on_entry(leftover)
     return removed
 
 
