@@ -207,6 +207,20 @@ def test_without_a_token_the_claims_are_refused(api, path):
     assert forged.status_code in (401, 403)
 
 
+def test_a_run_id_with_a_plus_sign_is_found_whether_the_ui_encoded_it_or_not(api):
+    """Airflow 3.3's UI fills {RUN_ID} in URL-encoded (%2B), 3.1's as is (a raw '+')."""
+    client, tokens, run_id = api
+    assert "+" in run_id  # manual__...+00:00
+    for shown in (run_id, run_id.replace("+", "%2B")):
+        answer = client.get(
+            f"{PREFIX}/api/claims?dag_id={DAG_ID}&run_id={shown}&task_id=extract&map_index=-1",
+            headers=_auth(tokens["viewer"]),
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["run_id"] == run_id
+        assert [v["task_id"] for v in answer.json()["values"]] == ["extract"]
+
+
 def test_a_release_without_a_token_is_refused(api):
     client, _, run_id = api
     answer = client.post(

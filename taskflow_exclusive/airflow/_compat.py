@@ -19,6 +19,15 @@ Airflow     task SDK  differences
 ==========  ========  ==============================================================
 
 3.0 is below the floor (``apache-airflow>=3.1.8``); its row stays as a record.
+The Claims view (:mod:`taskflow_exclusive.airflow.claims_view`) needs nothing from here:
+what it uses has the same name, module and behaviour on 3.1.8 and 3.3.2 (checked in both
+releases' sources): the plugin fields ``fastapi_apps`` and ``external_views`` with the
+destinations ``dag_run`` and ``task_instance`` (the UI fills in ``{DAG_ID}``, ``{RUN_ID}``,
+``{TASK_ID}``, ``{MAP_INDEX}``, and shows a tab only for a view with a ``url_route``; 3.3.2
+URL-encodes the values, 3.1.8 does not, which ``claims_view.selected_run`` reads alike:
+no Airflow import differs); ``GetUserDep`` (bearer token, else the UI's ``_token`` cookie) and
+``requires_access_dag`` in ``airflow.api_fastapi.core_api.security``; ``DagAccessEntity``;
+``XComModel``, ``TaskInstance`` and ``create_session`` for the inventory.
 Only :func:`allow_in_serde` on 3.1 and 3.2 touches a private Airflow name
 (serde's ``_extra_allowed``): those releases have no public way for a library
 to allow a class in its own process. Everything else is public, only found in

@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import html
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel
 
@@ -53,6 +55,54 @@ log = logging.getLogger("taskflow_exclusive.claims_view")
 
 URL_PREFIX = "/taskflow-exclusive"
 SCRIPT = Path(__file__).with_name("claims_view.js")
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """The DAG run (and task instance) a request names in its query string."""
+
+    dag_id: str
+    run_id: str
+    task_id: str | None = None
+    map_index: int | None = None
+
+
+def selected_run(request: Request) -> RunSelection:
+    """``dag_id``, ``run_id``, ``task_id``, ``map_index`` from the query, with ``+`` read as a plus sign.
+
+    The UI puts ``{RUN_ID}`` into the tab's href URL-encoded on Airflow 3.3.2 (``%2B``) but
+    as is on 3.1.8, and a manual run id ends in ``+00:00``: form decoding would make that
+    ``+`` a space and name a run that does not exist. Read this way, both are the same run
+    (run ids hold no spaces: ``[scheduler] allowed_run_id_pattern``).
+
+    >>> from starlette.requests import Request
+    >>> query = b"dag_id=etl&run_id=manual__2026-01-01T00:00:00+00:00&map_index=2"
+    >>> selected_run(Request({"type": "http", "query_string": query, "headers": []})).run_id
+    'manual__2026-01-01T00:00:00+00:00'
+    """
+    fields: dict[str, str] = {}
+    for pair in request.scope.get("query_string", b"").decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        fields.setdefault(unquote(name), unquote(value))
+    dag_id, run_id = fields.get("dag_id", ""), fields.get("run_id", "")
+    if not dag_id or not run_id:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Name the DAG run: ?dag_id=...&run_id=...")
+    if dag_id != request.query_params.get("dag_id"):  # what requires_access_dag checked: the same DAG
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{dag_id!r} is not a DAG id")
+    map_index = fields.get("map_index") or None
+    if map_index is not None and not re.fullmatch(r"-1|[0-9]{1,9}", map_index):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"map_index must be -1 or an index, not {map_index!r}"
+        )
+    return RunSelection(
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=fields.get("task_id") or None,
+        map_index=None if map_index is None else int(map_index),
+    )
+
+
+SelectedRun = Annotated[RunSelection, Depends(selected_run)]
 
 
 class ReleaseRequest(BaseModel):
@@ -86,48 +136,27 @@ def create_app() -> FastAPI:
         return True
 
     @app.get("/claims", response_class=HTMLResponse, dependencies=[can_read])
-    def claims_page(  # noqa: PLR0917 - FastAPI passes the query parameters by name
-        request: Request,
-        user: GetUserDep,
-        dag_id: Annotated[str, Query(min_length=1)],
-        run_id: Annotated[str, Query(min_length=1)],
-        task_id: str | None = None,
-        map_index: int | None = None,
-    ) -> HTMLResponse:
-        inventory = run_inventory(dag_id, run_id)
+    def claims_page(request: Request, user: GetUserDep, run: SelectedRun) -> HTMLResponse:
         page = render_page(
-            inventory,
-            task_id=task_id or None,
-            map_index=map_index,
+            run_inventory(run.dag_id, run.run_id),
+            task_id=run.task_id,
+            map_index=run.map_index,
             user=user.get_name(),
             can_release=may_release(request, user),
         )
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/claims", dependencies=[can_read])
-    def claims_json(  # noqa: PLR0917 - FastAPI passes the query parameters by name
-        request: Request,
-        user: GetUserDep,
-        dag_id: Annotated[str, Query(min_length=1)],
-        run_id: Annotated[str, Query(min_length=1)],
-        task_id: str | None = None,
-        map_index: int | None = None,
-    ) -> dict[str, Any]:
-        inventory = run_inventory(dag_id, run_id, task_id=task_id or None, map_index=map_index)
+    def claims_json(request: Request, user: GetUserDep, run: SelectedRun) -> dict[str, Any]:
+        inventory = run_inventory(run.dag_id, run.run_id, task_id=run.task_id, map_index=run.map_index)
         return {"can_release": may_release(request, user), **inventory.to_dict()}
 
     @app.post("/api/release", dependencies=[Depends(can_edit)])
-    def release(
-        request: Request,
-        user: GetUserDep,
-        body: ReleaseRequest,
-        dag_id: Annotated[str, Query(min_length=1)],
-        run_id: Annotated[str, Query(min_length=1)],
-    ) -> dict[str, Any]:
+    def release(request: Request, user: GetUserDep, body: ReleaseRequest, run: SelectedRun) -> dict[str, Any]:
         if not request.headers.get("content-type", "").startswith("application/json"):
             # a cross-site form cannot send JSON: the session cookie alone never releases a claim
             raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Send the request as JSON.")
-        return release_claim(dag_id, run_id, body, user.get_name())
+        return release_claim(run.dag_id, run.run_id, body, user.get_name())
 
     @app.get("/claims.js", include_in_schema=False)
     def script() -> FileResponse:
@@ -228,10 +257,12 @@ def render_page(
             f"Signed in as {_e(user)}: read only. Releasing a claim needs permission to edit "
             f"DAG {_e(inventory.dag_id)}."
         )
-    summary = (
-        f"{len(inventory.values)} value(s); {len(inventory.unclaimed)} unclaimed; "
-        f"{len(inventory.stale)} held by a task that failed for good"
-    )
+    summary = _summary(list(inventory.values))
+    if task_id is not None:
+        shown = inventory.for_task(task_id, -1 if map_index is None else map_index)
+        summary = f"{_task_label(task_id, -1 if map_index is None else map_index)}: " + _summary(
+            list(shown.values)
+        )
     return _PAGE.format(
         title=_e(title),
         summary=_e(summary),
@@ -240,6 +271,12 @@ def render_page(
         release_url=_e("api/release?" + urlencode(query)),
         can_release="true" if can_release else "false",
     )
+
+
+def _summary(values: list[StoredValue]) -> str:
+    unclaimed = sum(value.unclaimed for value in values)
+    stale = sum(value.stale for value in values)
+    return f"{len(values)} value(s); {unclaimed} unclaimed; {stale} held by a task that failed for good"
 
 
 def _values_table(values: list[StoredValue], can_release: bool, kind: str) -> str:
@@ -277,8 +314,10 @@ def _value_row(value: StoredValue, can_release: bool) -> str:
         f"<td>{_e(value.serializer + codec)}</td>"
         f"<td title='{value.size} bytes'>{_e(_size(value.size))}</td>"
         f"<td><code title='{_e(value.sha256)}'>{_e(value.sha256[:12])}…</code></td>"
-        f"<td><code class='uri'>{_e(value.uri)}</code><div class='sub'>ledger: {_e(value.ledger)}</div></td>"
-        f"<td>{_e(value.created_at)}<div class='sub'>on {_e(value.created_on)}</div></td>"
+        f"<td><code class='uri' title='{_e(value.uri)}'>{_e(_short_uri(value.uri))}</code>"
+        f"<div class='sub'>ledger: {_e(value.ledger)}</div></td>"
+        f"<td title='{_e(value.created_at)}'>{_e(_moment(value.created_at))}"
+        f"<div class='sub'>on {_e(value.created_on)}</div></td>"
         f"<td>{holders}<div class='sub'>{claims}</div></td>"
         f"<td>{''.join(flags)}</td>"
         "</tr>"
@@ -300,7 +339,8 @@ def _holder_item(value: StoredValue, holder: Holder, can_release: bool) -> str:
     return (
         f"<li class='holder' data-consumer='{_e(holder.consumer_id)}'>"
         f"<span class='who' title='{_e(holder.consumer_id)}'>{_e(who)}</span>{_e(state)}{stale}"
-        f"<div class='sub'>since {_e(holder.claimed_at.isoformat(timespec='seconds'))} "
+        f"<div class='sub' title='{_e(holder.claimed_at.isoformat())}'>"
+        f"since {_e(_moment(holder.claimed_at.isoformat()))} "
         f"on {_e(holder.host)} (pid {holder.pid})</div>{form}</li>"
     )
 
@@ -325,6 +365,28 @@ def _task_table(inventory: RunInventory) -> str:
         + "".join(rows)
         + "</tbody></table>"
     )
+
+
+def _short_uri(uri: str) -> str:
+    """``scheme://bucket/…/<task>/<map_index>/<file>``: what tells values apart (the rest in a tooltip)."""
+    scheme, _, rest = uri.partition("://")
+    parts = rest.split("/")
+    if len(parts) <= 5:
+        return uri
+    return f"{scheme}://{parts[0]}/…/{'/'.join(parts[-3:])}"
+
+
+def _moment(iso: str) -> str:
+    """An ISO 8601 time as ``2026-11-25 02:34:57 UTC`` (as stored when it is not ISO 8601)."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if moment.tzinfo else "")
 
 
 def _task_label(task_id: str, map_index: int) -> str:

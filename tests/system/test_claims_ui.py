@@ -275,6 +275,7 @@ def test_a_viewer_sees_a_task_instance_claims_tab_and_is_refused_a_release(ui_ru
     text = body.text
 
     assert "Claims of task summarize[1]" in text
+    assert "summarize[1]: 2 value(s); 0 unclaimed; 0 held by a task that failed for good" in text
     assert "read only" in text and f"needs permission to edit DAG {DAG_ID}" in text
     produced = browser.find_elements(By.CSS_SELECTOR, "table[data-kind='produced'] tbody tr")
     claimed = browser.find_elements(By.CSS_SELECTOR, "table[data-kind='claimed'] tbody tr")
