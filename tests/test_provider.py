@@ -86,3 +86,47 @@ def test_task_exclusive_is_resolved_through_the_provider_in_a_fresh_process(airf
     ]
     assert {r["type"] for r in consumed} == {"taskflow_exclusive.handle.ExclusiveHandle"}
     assert result.mapped_states("consume") == {0: "success", 1: "success"}
+
+
+def _config_list(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real ``airflow config list`` in a fresh, isolated AIRFLOW_HOME (no airflow.cfg yet)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}, **(env or {})}
+    env["AIRFLOW_HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "config", "list", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_airflow_config_list_shows_the_sections_defaults_where_airflow_shows_any(tmp_path):
+    # Airflow hides every value of every section unless --show-values is given (core too).
+    hidden = _config_list(tmp_path / "home", "--section", "taskflow_exclusive")
+    assert "[taskflow_exclusive]\n# xcom_threshold = \n# xcom_compression = \n" in hidden.stdout
+    core = _config_list(tmp_path / "home", "--section", "core")
+    assert "# dags_folder = \n" in core.stdout and "Values are hidden by default" in core.stderr
+    # With values shown: the declared defaults.
+    shown = _config_list(tmp_path / "home", "--section", "taskflow_exclusive", "--show-values")
+    assert "xcom_threshold = 65536\n" in shown.stdout
+    assert "xcom_compression = \n" in shown.stdout
+    # --defaults (no values): descriptions that state each default, examples and variables.
+    described = _config_list(tmp_path / "home", "--section", "taskflow_exclusive", "--defaults").stdout
+    assert "# Default: 65536 (64 KiB)." in described
+    assert "# Example: xcom_threshold = 1048576" in described
+    assert "# Variable: AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD" in described
+    assert "# Default: empty (not compressed)." in described
+    assert "# Example: xcom_compression = gzip" in described
+    # A value set in the environment is what --show-values reports.
+    overridden = _config_list(
+        tmp_path / "home",
+        "--section",
+        "taskflow_exclusive",
+        "--show-values",
+        env={"AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION": "gzip"},
+    )
+    assert "xcom_compression = gzip\n" in overridden.stdout

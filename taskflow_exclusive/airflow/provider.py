@@ -7,7 +7,11 @@ Airflow discovers this through the ``apache_airflow_provider`` entry point
 - ``@task.exclusive`` is :func:`taskflow_exclusive.airflow.decorators.exclusive_task`;
 - ``airflow config list`` knows the ``[taskflow_exclusive]`` options below,
   with their defaults (set them in ``airflow.cfg`` or as
-  ``AIRFLOW__TASKFLOW_EXCLUSIVE__<OPTION>`` environment variables).
+  ``AIRFLOW__TASKFLOW_EXCLUSIVE__<OPTION>`` environment variables). Airflow
+  hides every value, of every section, unless asked: ``airflow config list
+  --section taskflow_exclusive --show-values`` shows the values in force,
+  ``--defaults`` the descriptions (each says its default), and
+  ``airflow config get-value taskflow_exclusive xcom_threshold`` one value.
 
 Where values are stored and where claims are kept are Airflow Variables,
 not config options (``taskflow_exclusive_storage_url``,
@@ -42,22 +46,26 @@ def _options() -> dict[str, dict[str, Any]]:
                 "reaches this many bytes are stored through taskflow-exclusive storage (the "
                 "Airflow Variable taskflow_exclusive_storage_url) and the metadata database keeps "
                 "only a small reference. 0 offloads every value; -1 offloads none.\n"
+                f"Default: {DEFAULT_XCOM_THRESHOLD} (64 KiB).\n"
             ),
             "version_added": _VERSION_ADDED,
             "type": "integer",
             "example": "1048576",
             "default": str(DEFAULT_XCOM_THRESHOLD),
+            "sensitive": False,
         },
         "xcom_compression": {
             "description": (
                 "Used by the taskflow-exclusive XCom backend: the codec for offloaded XCom values "
                 "(an fsspec codec name such as gzip, bz2, lzma, or zstd with the 'zstd' extra). "
                 "Empty: not compressed.\n"
+                "Default: empty (not compressed).\n"
             ),
             "version_added": _VERSION_ADDED,
             "type": "string",
             "example": "gzip",
             "default": "",
+            "sensitive": False,
         },
     }
 
