@@ -9,7 +9,10 @@ entry point) and its SimpleAuthManager, with tokens the auth manager signs for a
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,19 @@ def orders_run(airflow_db, tmp_path_factory):
 
 def consumer(run_id: str, task_id: str, map_index: int = -1) -> str:
     return f"{DAG_ID}/{run_id}/{task_id}/{map_index}"
+
+
+def test_loading_the_plugin_imports_neither_fastapi_nor_the_view():
+    """Every Airflow component loads the plugin; only the API server's first request builds the app."""
+    script = (
+        "import json, sys\n"
+        "import taskflow_exclusive.airflow.plugin\n"
+        "view = 'taskflow_exclusive.airflow.'\n"
+        "names = ('fastapi', view + 'claims_view', view + 'inventory')\n"
+        "print(json.dumps([name for name in names if name in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
 # --- the inventory ---------------------------------------------------------------------------------
@@ -123,6 +139,42 @@ def test_a_value_nobody_claimed_and_a_holder_that_failed_for_good_are_flagged(or
         with create_session() as session:
             session.execute(update(TaskInstance).where(*where).values(state="success"))
         summary_0.handle().claim(consumer(run_id, "report"))  # as it was, for the other tests
+
+
+def test_exclusive_xcom_reference_rows_are_listed_and_a_lookalike_is_not(airflow_db, tmp_path_factory):
+    """A run with ExclusiveXCom as the XCom backend: its offloaded XComs are values too."""
+    from taskflow_exclusive.airflow.inventory import run_inventory
+    from tests.airflow_harness import DAGS, run_dag_in_subprocess
+
+    storage = tmp_path_factory.mktemp("claims-view-xcom").as_uri()
+    results = tmp_path_factory.mktemp("claims-view-xcom-results")
+    result = run_dag_in_subprocess(
+        DAGS / "xcom_offload.py",
+        conf={"results": str(results)},
+        env={
+            "AIRFLOW__CORE__XCOM_BACKEND": "taskflow_exclusive.xcom.ExclusiveXCom",
+            "AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD": "1024",
+            "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL": storage,
+        },
+    )
+    assert result.state == "success", result.output[-4000:]
+    inventory = run_inventory("xcom_offload", result.run_id)
+    offloaded = {(v.task_id, v.places[0].key): v for v in inventory.values}
+    assert set(offloaded) == {
+        ("big_list", "return_value"),
+        ("frame", "return_value"),
+        ("small_bytes", "return_value"),
+        ("split_outputs", "big"),
+        ("split_outputs", "return_value"),  # multiple_outputs pushes the whole dict again
+        ("items", "return_value"),
+        ("loud", "return_value"),
+    }
+    assert {v.form for v in inventory.values} == {"xcom-reference"}
+    assert offloaded[("frame", "return_value")].serializer == "parquet"
+    assert offloaded[("small_bytes", "return_value")].serializer == "bytes"
+    assert all(v.uri.startswith(storage) and "/xcom/" in v.uri for v in inventory.values)
+    # pulled by xcom_pull, never claimed; the user's lookalike row is data, neither a value nor a problem
+    assert len(inventory.unclaimed) == len(inventory.values) and inventory.problems == ()
 
 
 def test_an_xcom_row_that_only_looks_like_a_reference_is_reported_not_followed():
