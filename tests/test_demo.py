@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 
-def test_demo_runs_the_example_dag_and_prints_every_claim(tmp_path):
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "taskflow-exclusive"
     # As on a fresh clone: no AIRFLOW_HOME, no Airflow settings, run from an unrelated folder.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    done = subprocess.run(
-        [str(script), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    return subprocess.run(
+        [str(script), "demo", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
+
+
+def test_demo_runs_the_example_dag_and_prints_every_claim(tmp_path):
+    done = _demo(tmp_path)
     output = done.stdout
     assert done.returncode == 0, output + done.stderr[-4000:]
     assert done.stderr == ""
@@ -38,6 +49,26 @@ def test_demo_runs_the_example_dag_and_prints_every_claim(tmp_path):
     # Quiet: Airflow's own log went to a file, not the terminal.
     assert not [line for line in lines if "[info" in line or "[warning" in line or "Traceback" in line]
     assert len(lines) < 40
-    # The throw-away Airflow home is removed afterwards.
-    home = re.search(r"Airflow's log: (\S+)/airflow\.log", output).group(1)
+    # The throw-away Airflow home is removed afterwards, and the demo says so up front and at the end.
+    home = re.search(r"Airflow's log: (\S+)/airflow\.log \(removed afterwards unless the run fails", output)[
+        1
+    ]
     assert not Path(home).exists()
+    assert f"Removed the demo's Airflow home {home} and its log (`taskflow-exclusive demo --keep`" in output
+
+
+def test_demo_keep_keeps_airflows_home_and_log_and_says_where(tmp_path):
+    done = _demo(tmp_path, "--keep")
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    log = Path(re.search(r"Airflow's log: (\S+) \(kept afterwards \(--keep\)\)", done.stdout)[1])
+    home = log.parent
+    try:
+        assert f"Kept the demo's Airflow home: {home} (Airflow's log: {log}; values: {home / 'values'})" in (
+            done.stdout
+        )
+        assert "Removed" not in done.stdout
+        assert "orders_pipeline" in log.read_text()  # Airflow's own log of the run
+        assert (home / "airflow.db").is_file()
+        assert any((home / "values").rglob("*.manifest.json"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

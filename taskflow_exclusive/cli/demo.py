@@ -6,11 +6,15 @@ metadata database, ``airflow db migrate``, values on local disk), runs
 environment holds no other Airflow settings, and prints what each task
 produced and claimed, read back from storage (manifests and claim records),
 including the claim the ``audit`` task was refused. Airflow's own log goes
-to a file in that home. Exit status 0 means the run went as designed.
+to a file in that home. The home (values, metadata database, log) is
+removed at the end, and the demo says so; ``--keep`` keeps it and prints
+where it is (it is always kept when the run fails). Exit status 0 means the
+run went as designed.
 
 Example::
 
     $ taskflow-exclusive demo
+    $ taskflow-exclusive demo --keep     # keep Airflow's home and log afterwards
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def main(echo: Callable[[str], Any] = print, keep: bool = False) -> int:
             echo(_tail(log))
             keep = True
             return 1
-        child = subprocess.run([sys.executable, "-m", __name__, str(home)], env=env, check=False)
+        child = subprocess.run(
+            [sys.executable, "-m", __name__, str(home), *(["--keep"] if keep else [])], env=env, check=False
+        )
         if child.returncode != 0:
             echo(f"demo: the run did not go as designed; the end of Airflow's log ({log}):")
             echo(_tail(log))
@@ -61,9 +67,13 @@ def main(echo: Callable[[str], Any] = print, keep: bool = False) -> int:
         return child.returncode
     finally:
         if keep:
-            echo(f"Kept the demo's Airflow home: {home}")
+            echo(f"Kept the demo's Airflow home: {home} (Airflow's log: {log}; values: {home / 'values'})")
         else:
             shutil.rmtree(home, ignore_errors=True)
+            echo(
+                f"Removed the demo's Airflow home {home} and its log "
+                "(`taskflow-exclusive demo --keep` keeps them)"
+            )
 
 
 def _demo_environment(home: Path) -> dict[str, str]:
@@ -88,7 +98,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 # -- the child process: run the DAG, then read back what happened ---------------------------------
 
 
-def _run_in_child(home: Path) -> int:
+def _run_in_child(home: Path, keep: bool = False) -> int:
     report = _quiet_airflow(home / "airflow.log")
     out = lambda line="": print(line, file=report, flush=True)  # noqa: E731
 
@@ -99,7 +109,8 @@ def _run_in_child(home: Path) -> int:
     out(f"taskflow-exclusive demo: DAG '{DAG_ID}' run with dag.test() on Airflow {airflow.__version__}")
     out(f"  DAG file  {DAG_FILE}")
     out(f"  values    {resolve_storage_url().value}")
-    out(f"  Airflow's log: {home / 'airflow.log'}")
+    fate = "kept afterwards (--keep)" if keep else "removed afterwards unless the run fails; --keep keeps it"
+    out(f"  Airflow's log: {home / 'airflow.log'} ({fate})")
     out()
 
     dag_run = _load_dag().test()
@@ -247,4 +258,4 @@ def _short(handle: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(_run_in_child(Path(sys.argv[1])))
+    sys.exit(_run_in_child(Path(sys.argv[1]), keep="--keep" in sys.argv[2:]))

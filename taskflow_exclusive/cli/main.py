@@ -254,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the example DAG with dag.test() (throw-away Airflow home) and show every claim",
     )
-    demo.add_argument("--keep", action="store_true", help="keep the demo's Airflow home (values, log)")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the demo's Airflow home afterwards (values, database, log)"
+    )
     demo.set_defaults(run=_demo)
 
     handle_help = (
