@@ -78,6 +78,8 @@ __all__ = [
     "handoff_uri",
     "handoff_uris",
     "is_grant",
+    "refused",
+    "sign",
 ]
 
 GRANT_FORMAT = "taskflow-exclusive/grant/1"
@@ -163,12 +165,14 @@ class Grant:
         holders = value_holders(self.handle)
         if not any(record.consumer_id == expected for record in holders):
             held = ", ".join(repr(r.consumer_id) for r in holders) or "nobody"
-            raise GrantRevokedError(
-                f"{self.describe()} was revoked: the value's hand-off record {expected!r} is gone "
-                f"(an operator released it, or the value was purged; holders now: {held}). "
-                "Nothing was claimed; ask the parent DAG to grant the value again.",
-                grant=self.describe(),
-                reason="hand-off released",
+            raise refused(
+                GrantRevokedError(
+                    f"{self.describe()} was revoked: the value's hand-off record {expected!r} is gone "
+                    f"(an operator released it, or the value was purged; holders now: {held}). "
+                    "Nothing was claimed; ask the parent DAG to grant the value again.",
+                    grant=self.describe(),
+                    reason="hand-off released",
+                )
             )
 
     # -- the document -----------------------------------------------------------------------
@@ -395,61 +399,91 @@ def accept(
 ) -> Grant:
     """Check a grant for the DAG run ``dag_id``/``run_id`` whose ``conf`` is ``conf``; return it.
 
-    Checks, in order: the document's form (:class:`MalformedRecordError`),
-    the signature (:class:`GrantSignatureError`: altered, unsigned, or an
+    Checks, in order: the document's form and signature
+    (:class:`GrantSignatureError`: malformed, altered, unsigned, or an
     unknown key), the addressee (:class:`GrantAddressError`), the expiry
     (:class:`GrantExpiredError`), and that this very grant is in ``conf``
     (:class:`GrantNotInConfError`). Records nothing.
     """
     if isinstance(document, Grant):
         document = document.to_dict()
-    grant = Grant.from_dict(document, where="a grant")
+    try:
+        grant = Grant.from_dict(document, where="a grant")
+    except MalformedRecordError as exc:
+        raise refused(
+            GrantSignatureError(
+                f"{exc.message} A grant that is not exactly as signed was altered (or never was one).",
+                grant=None,
+                reason=f"malformed: {exc.problem}",
+            )
+        ) from None
     keys = keys or signing_keys()
     what = grant.describe()
     if not keys.knows(grant.key_id):
-        raise GrantSignatureError(
-            f"{what} is signed with key {grant.key_id!r}, which this deployment does not accept "
-            f"(accepted: {keys.key_ids}). Add that key to the keyring, or grant again.",
-            grant=what,
-            reason="unknown key",
+        raise refused(
+            GrantSignatureError(
+                f"{what} is signed with key {grant.key_id!r}, which this deployment does not accept "
+                f"(accepted: {keys.key_ids}). Add that key to the keyring, or grant again.",
+                grant=what,
+                reason="unknown key",
+            )
         )
     if not keys.verify(grant.key_id, canonical_json(grant.unsigned()), grant.signature):
-        raise GrantSignatureError(
-            f"{what} does not match its signature: it was altered after signing (or forged). "
-            "Nothing was claimed.",
-            grant=what,
-            reason="bad signature",
+        raise refused(
+            GrantSignatureError(
+                f"{what} does not match its signature: it was altered after signing (or forged). "
+                "Nothing was claimed.",
+                grant=what,
+                reason="bad signature",
+            )
         )
     if dag_id is not None and grant.to_dag != dag_id:
-        raise GrantAddressError(
-            f"{what} is addressed to DAG {grant.to_dag!r}, not to {dag_id!r}: only the DAG a value "
-            "was granted to may claim it.",
-            grant=what,
-            reason="another DAG",
+        raise refused(
+            GrantAddressError(
+                f"{what} is addressed to DAG {grant.to_dag!r}, not to {dag_id!r}: only the DAG a value "
+                "was granted to may claim it.",
+                grant=what,
+                reason="another DAG",
+            )
         )
     if grant.to_run is not None and grant.to_run != run_id:
-        raise GrantAddressError(
-            f"{what} is addressed to run {grant.to_run!r} of DAG {grant.to_dag!r}, not to run {run_id!r}.",
-            grant=what,
-            reason="another run",
+        raise refused(
+            GrantAddressError(
+                f"{what} is addressed to run {grant.to_run!r} of DAG {grant.to_dag!r}, "
+                f"not to run {run_id!r}.",
+                grant=what,
+                reason="another run",
+            )
         )
     moment = now or datetime.now(timezone.utc)
     expiry = _moment(grant.expires_at) if grant.expires_at else None
     if expiry is not None and moment >= expiry:
-        raise GrantExpiredError(
-            f"{what} expired at {grant.expires_at}; it is now {moment.isoformat(timespec='seconds')}. "
-            "Ask the parent DAG to grant the value again (with a longer expiry).",
-            grant=what,
-            reason="expired",
+        raise refused(
+            GrantExpiredError(
+                f"{what} expired at {grant.expires_at}; it is now {moment.isoformat(timespec='seconds')}. "
+                "Ask the parent DAG to grant the value again (with a longer expiry).",
+                grant=what,
+                reason="expired",
+            )
         )
     if conf is not None and document not in grants_in(conf):
-        raise GrantNotInConfError(
-            f"{what} is not in this DAG run's conf: a DAG run may claim only the values handed to "
-            "it in its own conf (TriggerDagRunOperator(conf={...: grant(...)})).",
-            grant=what,
-            reason="not in conf",
+        raise refused(
+            GrantNotInConfError(
+                f"{what} is not in this DAG run's conf: a DAG run may claim only the values handed to "
+                "it in its own conf (TriggerDagRunOperator(conf={...: grant(...)})).",
+                grant=what,
+                reason="not in conf",
+            )
         )
     return grant
+
+
+def refused(error: GrantError) -> GrantError:
+    """Let the host see a refused grant first (inside Airflow: the task fails without retries)."""
+    from taskflow_exclusive.host import current_host
+
+    current_host().refuse(error)
+    return error
 
 
 def _run_conf() -> Mapping[str, Any] | None:

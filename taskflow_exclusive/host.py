@@ -10,7 +10,8 @@ from its surroundings it asks the current :class:`Host` for:
   a connection (an Airflow provider's), or ``None``;
 - ``running_task()``: the task instance running in this process, or ``None``;
 - ``run_conf()``: the ``conf`` of that task's DAG run (where grants arrive), or ``None``;
-- ``refuse(error)``: called with every :class:`AlreadyClaimedError` before it
+- ``refuse(error)``: called with every :class:`AlreadyClaimedError` (and
+  refused grant, :class:`GrantError`) before it
   is raised; it may raise another form of it. Airflow's host raises one that
   fails the task without retries, since every retry would be refused too.
 
@@ -41,7 +42,7 @@ from taskflow_exclusive.errors import StorageConfigError
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-    from taskflow_exclusive.errors import AlreadyClaimedError
+    from taskflow_exclusive.errors import ExclusiveError
     from taskflow_exclusive.identity import TaskInstanceId
 
 __all__ = [
@@ -98,7 +99,7 @@ class Host(Protocol):
         """The running task's DAG run ``conf`` (``{}`` when it has none), or ``None`` outside a task."""
         ...
 
-    def refuse(self, refused: AlreadyClaimedError) -> None:
+    def refuse(self, refused: ExclusiveError) -> None:
         """Called before ``refused`` is raised; may raise another form of it."""
         ...
 
@@ -140,7 +141,7 @@ class StandaloneHost:
     def run_conf(self) -> Mapping[str, Any] | None:
         return None
 
-    def refuse(self, refused: AlreadyClaimedError) -> None:
+    def refuse(self, refused: ExclusiveError) -> None:
         return None
 
     def forget(self) -> None:

@@ -1,4 +1,4 @@
-"""A refused claim fails its Airflow task at once, without retries.
+"""A refused claim (or grant) fails its Airflow task at once, without retries.
 
 :class:`AlreadyClaimedError` can never succeed for that consumer: its id
 (``dag_id/run_id/task_id/map_index``) is the same on every try, and the
@@ -8,7 +8,10 @@ raised as :class:`AlreadyClaimedError` from *this* module: the same error
 (a subclass of :class:`taskflow_exclusive.AlreadyClaimedError`, same
 message and attributes, naming the holder) that is also Airflow's
 ``AirflowFailException``, which fails the task without using its retries.
-Outside Airflow nothing changes.
+Outside Airflow nothing changes. A refused grant
+(:class:`~taskflow_exclusive.errors.GrantError`: tampered, misaddressed,
+expired, not in the run's conf, revoked) is final in the same way and is
+raised in the same no-retry form.
 
 To hand the value to a new consumer after all, release the holder's claim
 (``handle.release(holder, reason=...)``) and clear the failed task.
@@ -36,13 +39,47 @@ class AlreadyClaimedError(errors.AlreadyClaimedError, AirflowFailException):
     """``AlreadyClaimedError`` raised inside an Airflow task: fails it without retries."""
 
 
-def fail_task_without_retry(refused: errors.AlreadyClaimedError) -> None:
-    """Raise ``refused`` as the no-retry form (unless it already is).
+class GrantSignatureError(errors.GrantSignatureError, AirflowFailException):
+    """``GrantSignatureError`` raised inside an Airflow task: fails it without retries."""
+
+
+class GrantAddressError(errors.GrantAddressError, AirflowFailException):
+    """``GrantAddressError`` raised inside an Airflow task: fails it without retries."""
+
+
+class GrantExpiredError(errors.GrantExpiredError, AirflowFailException):
+    """``GrantExpiredError`` raised inside an Airflow task: fails it without retries."""
+
+
+class GrantNotInConfError(errors.GrantNotInConfError, AirflowFailException):
+    """``GrantNotInConfError`` raised inside an Airflow task: fails it without retries."""
+
+
+class GrantRevokedError(errors.GrantRevokedError, AirflowFailException):
+    """``GrantRevokedError`` raised inside an Airflow task: fails it without retries."""
+
+
+_NO_RETRY_FORMS: dict[type[errors.ExclusiveError], type[errors.ExclusiveError]] = {
+    form.__mro__[1]: form
+    for form in (
+        AlreadyClaimedError,
+        GrantSignatureError,
+        GrantAddressError,
+        GrantExpiredError,
+        GrantNotInConfError,
+        GrantRevokedError,
+    )
+}
+
+
+def fail_task_without_retry(refused: errors.ExclusiveError) -> None:
+    """Raise ``refused`` as its no-retry form (unless it already is, or has none).
 
     Called by :meth:`taskflow_exclusive.airflow.host.AirflowHost.refuse` for every refusal
     inside a running Airflow task.
     """
-    if isinstance(refused, AlreadyClaimedError):
+    form = _NO_RETRY_FORMS.get(type(refused))
+    if form is None:
         return
-    failure = errors._rebuild(AlreadyClaimedError, refused.message + NO_RETRY_NOTE, refused._facts)
+    failure = errors._rebuild(form, refused.message + NO_RETRY_NOTE, refused._facts)
     raise failure.with_traceback(refused.__traceback__) from None

@@ -43,7 +43,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from taskflow_exclusive.grants import Grant, accept, grant_handle
+from taskflow_exclusive.grants import Grant, accept, grant_handle, refused
 from taskflow_exclusive.handle import ExclusiveHandle
 
 __all__ = ["claim_granted", "grant", "granted"]
@@ -160,11 +160,13 @@ def _accepted(name: str) -> Grant:
     if me is None or conf is None:
         raise RuntimeError("granted values are claimed inside a running Airflow task only")
     if name not in conf:
-        raise GrantNotInConfError(
-            f"This run of DAG {me.dag_id!r} ({me.run_id!r}) has no {name!r} in its conf (keys: "
-            f"{sorted(conf)[:10]}): was it triggered with conf={{{name!r}: grant(...)}}?",
-            grant=None,
-            reason="not in conf",
+        raise refused(
+            GrantNotInConfError(
+                f"This run of DAG {me.dag_id!r} ({me.run_id!r}) has no {name!r} in its conf (keys: "
+                f"{sorted(conf)[:10]}): was it triggered with conf={{{name!r}: grant(...)}}?",
+                grant=None,
+                reason="not in conf",
+            )
         )
     checked = accept(conf[name], dag_id=me.dag_id, run_id=me.run_id, conf=conf)
     checked.require_handoff()

@@ -26,7 +26,7 @@ from taskflow_exclusive.errors import StorageConfigError
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-    from taskflow_exclusive.errors import AlreadyClaimedError
+    from taskflow_exclusive.errors import ExclusiveError
     from taskflow_exclusive.host import Connection
     from taskflow_exclusive.identity import TaskInstanceId
 
@@ -99,7 +99,7 @@ class AirflowHost:
         dag_run = get_current_context().get("dag_run")
         return dict(getattr(dag_run, "conf", None) or {})
 
-    def refuse(self, refused: AlreadyClaimedError) -> None:
+    def refuse(self, refused: ExclusiveError) -> None:
         """Inside a running task, raise ``refused`` so that the task fails without retries."""
         if self.running_task() is None:  # outside a task: nothing from Airflow is imported
             return

@@ -1,0 +1,156 @@
+"""Hand-offs to triggered DAGs through real dag.test() runs of a parent and a child DAG file.
+
+The parent hands two values to ``grant_child`` with Airflow's own TriggerDagRunOperator;
+the child claims them from its run's conf. Grants for the refusal cases are made here
+with the same library calls the parent's grant task makes, on the same storage.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from taskflow_exclusive import publish
+from taskflow_exclusive.consuming import record_claim
+from taskflow_exclusive.grants import grant_handle, handoff_consumer_id, sign
+from taskflow_exclusive.signing import SIGNING_VARIABLE, SigningKeys
+from tests.airflow_harness import DAGS, recorded, run_dag, run_dag_in_subprocess
+from tests.taskflow_helpers import by_task, use_storage
+
+KEY_ENV = f"AIRFLOW_VAR_{SIGNING_VARIABLE.upper()}"
+OLD, NEW = "old-" + "o" * 40, "new-" + "n" * 40
+
+
+@pytest.fixture
+def storage(monkeypatch, file_url) -> str:
+    monkeypatch.setenv(KEY_ENV, "k" * 40)
+    return use_storage(monkeypatch, file_url)
+
+
+def _child(conf: dict, results) -> tuple[object, dict]:
+    """Run the child in its own interpreter (its log is the evidence), with this process's settings."""
+    result = run_dag_in_subprocess(DAGS / "grant_child.py", conf={**conf, "results": str(results)})
+    return result, by_task(recorded(results)) if results.exists() else {}
+
+
+def _own_grants(count: int = 2, **kwargs) -> dict:
+    values = [[1, 2, 3], [20, 5]][:count]
+    handles = [publish(value, storage=None) for value in values]
+    documents = [
+        grant_handle(h, "grant_child", granted_by="test/r/grant/-1", **kwargs).to_dict() for h in handles
+    ]
+    return dict(zip(["orders", "totals"], documents, strict=False))
+
+
+def test_the_parent_hands_off_and_the_child_claims_in_both_styles(airflow_db, storage, tmp_path):
+    parent = run_dag(DAGS / "grant_parent.py", conf={"results": str(tmp_path / "parent")})
+    assert parent.task_state("trigger_child") == "success", parent.states
+    # A parent task claiming a handed-off value is refused at once, naming the hand-off.
+    assert (parent.task_state("steal"), parent.try_number("steal")) == ("failed", 1)
+    rows = by_task(recorded(tmp_path / "parent"))
+    granter = f"grant_parent/{parent.run_id}/grant_extract_to_grant_child/-1"
+    assert rows["steal"] == [{"task": "steal", "holder": handoff_consumer_id("grant_child", None, granter)}]
+    conf = {"orders": rows["show_grants"][0]["orders"], "totals": rows["show_grants"][0]["totals"]}
+    assert json.loads(json.dumps(conf)) == conf  # conf stays JSON
+
+    child, seen = _child(conf, tmp_path / "child")
+    assert child.state == "success", child.states
+    assert seen["load"] == [{"task": "load", "value": [{"id": 1, "total": 20}, {"id": 2, "total": 5}]}]
+    assert seen["audit"] == [{"task": "audit", "value": [20, 5]}]
+
+    # A second child run replaying the same conf is refused, naming the first run's consumers.
+    replay, refused = _child(conf, tmp_path / "replay")
+    assert (replay.task_state("load"), replay.try_number("load")) == ("failed", 1)
+    assert (replay.task_state("audit"), replay.try_number("audit")) == ("failed", 1)
+    assert refused["audit"] == [
+        {"task": "audit", "error": "AlreadyClaimedError", "holder": f"grant_child/{child.run_id}/audit/-1"}
+    ]
+    assert f"already claimed by 'grant_child/{child.run_id}/load/-1'" in replay.output
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"),
+    [
+        (lambda d: d.update(sha256="0" * 64), "GrantSignatureError"),
+        (lambda d: d.update(signature="f" * 64), "GrantSignatureError"),
+        (lambda d: d.update(to_run="someone-elses-run"), "GrantSignatureError"),
+    ],
+    ids=["value-swapped", "signature-forged", "addressee-edited"],
+)
+def test_a_tampered_grant_fails_the_child_on_its_first_try(airflow_db, storage, tmp_path, spoil, error):
+    conf = _own_grants(1)
+    spoil(conf["orders"])
+    child, _ = _child(conf, tmp_path)
+    assert (child.task_state("granted_orders"), child.try_number("granted_orders")) == ("failed", 1)
+    assert child.task_state("load") == "upstream_failed"
+    assert f"{error}: " in child.output
+    assert "The task fails without retrying" in child.output
+
+
+def test_a_grant_for_another_dag_is_refused(airflow_db, storage, tmp_path):
+    handle = publish([1], storage=None)
+    conf = {"orders": grant_handle(handle, "other_child", granted_by="test/r/grant/-1").to_dict()}
+    child, _ = _child(conf, tmp_path)
+    assert (child.task_state("granted_orders"), child.try_number("granted_orders")) == ("failed", 1)
+    assert "GrantAddressError" in child.output and "addressed to DAG 'other_child'" in child.output
+
+
+def test_an_expired_grant_is_refused(airflow_db, storage, tmp_path):
+    handle = publish([1], storage=None)
+    record_claim(handle, handoff_consumer_id("grant_child", None, "test/r/grant/-1"))
+    expired = sign(
+        uri=handle.uri,
+        sha256=handle.sha256,
+        handle=handle,
+        xcom=None,
+        to_dag="grant_child",
+        to_run=None,
+        granted_by="test/r/grant/-1",
+        expires_in=timedelta(hours=1),
+        now=datetime.now(timezone.utc) - timedelta(hours=2),
+    )
+    child, _ = _child({"orders": expired.to_dict()}, tmp_path)
+    assert (child.task_state("granted_orders"), child.try_number("granted_orders")) == ("failed", 1)
+    assert "GrantExpiredError" in child.output and "expired at" in child.output
+
+
+def test_without_a_signing_key_the_child_refuses_and_says_which_settings(
+    airflow_db, storage, tmp_path, monkeypatch
+):
+    conf = _own_grants(1)
+    monkeypatch.delenv(KEY_ENV)
+    child, _ = _child(conf, tmp_path)
+    assert child.task_state("granted_orders") == "failed"
+    assert "SigningKeyError: No signing key is configured" in child.output
+    assert "taskflow_exclusive_signing" in child.output and SIGNING_VARIABLE in child.output
+
+
+def test_a_grant_signed_before_a_key_rotation_is_still_accepted(airflow_db, storage, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "old", "keys": {"old": OLD}}))
+    conf = _own_grants(2)
+    assert {conf["orders"]["key_id"], conf["totals"]["key_id"]} == {"old"}
+    monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "new", "keys": {"new": NEW, "old": OLD}}))
+    child, seen = _child(conf, tmp_path / "rotated")
+    assert child.state == "success", child.states
+    assert seen["load"][0]["value"] == [1, 2, 3]
+    # Once the old key is retired, what it signed is refused.
+    monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "new", "keys": {"new": NEW}}))
+    retired, _ = _child(_resigned_copy(conf), tmp_path / "retired")
+    assert retired.task_state("granted_orders") == "failed"
+    assert "signed with key 'old', which this deployment does not accept" in retired.output
+
+
+def _resigned_copy(conf: dict) -> dict:
+    """The same documents (still signed with the old key): only the keyring changed."""
+    return json.loads(json.dumps(conf))
+
+
+def test_the_keyring_is_never_logged(airflow_db, storage, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "new", "keys": {"new": NEW, "old": OLD}}))
+    conf = _own_grants(2)
+    child, _ = _child(conf, tmp_path)
+    assert child.state == "success", child.states
+    assert NEW not in child.output and OLD not in child.output
+    assert "new" in repr(SigningKeys.parse(json.dumps({"sign_with": "new", "keys": {"new": NEW}})))
