@@ -144,6 +144,8 @@ def _from_text(text: str, where: str | None, depth: int) -> ExclusiveHandle:
 def _from_data(data: Any, where: str | None, depth: int) -> ExclusiveHandle:
     if isinstance(data, str) and depth < 2:  # a form inside a JSON string, quotes and all
         return _from_text(data.strip(), where, depth + 1)
+    if isinstance(data, list):  # e.g. the XCom of a split=True task: one handle per item
+        raise _not_a_handle(where, f"it is a JSON array of {len(data)} items; pass one handle at a time")
     if not isinstance(data, dict):
         raise _not_a_handle(where, f"it is a JSON {_json_type(data)}, not an object")
     if "format" in data:

@@ -126,7 +126,7 @@ def test_garbage_is_refused_with_an_error_naming_every_accepted_form(text):
     ("text", "problem"),
     [
         ("", "it is empty"),
-        ("[1, 2]", "a JSON array"),
+        ("[1, 2]", "a JSON array of 2 items; pass one handle at a time"),
         ('{"__classname__": "builtins.tuple", "__version__": 1, "__data__": [1]}', "'builtins.tuple'"),
         ('{"__taskflow_exclusive__": "xcom-escaped/1", "value": {}}', "not a reference"),
         ("taskflow_exclusive.handle.ExclusiveHandle@version=1(uri='s3://b/k'", "cut short"),
