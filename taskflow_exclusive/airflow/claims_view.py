@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
@@ -268,7 +268,7 @@ def render_page(
         summary=_e(summary),
         access=access,
         sections="\n".join(sections),
-        release_url=_e("api/release?" + urlencode(query)),
+        release_url=_e("api/release?" + urlencode(query, quote_via=quote)),
         can_release="true" if can_release else "false",
     )
 
