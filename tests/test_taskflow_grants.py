@@ -35,13 +35,15 @@ def _child(conf: dict, results) -> tuple[object, dict]:
     return result, by_task(recorded(results)) if results.exists() else {}
 
 
-def _own_grants(count: int = 2, **kwargs) -> dict:
-    values = [[1, 2, 3], [20, 5]][:count]
-    handles = [publish(value, storage=None) for value in values]
-    documents = [
-        grant_handle(h, "grant_child", granted_by="test/r/grant/-1", **kwargs).to_dict() for h in handles
-    ]
-    return dict(zip(["orders", "totals"], documents, strict=False))
+def _own_grants(count: int = 3, **kwargs) -> dict:
+    """Grants to grant_child for its three consumers (the first ``count`` of them)."""
+    values = {"orders": [1, 2, 3], "totals": [20, 5], "count": 2}
+    return {
+        name: grant_handle(
+            publish(value, storage=None), "grant_child", granted_by="test/r/grant/-1", **kwargs
+        ).to_dict()
+        for name, value in list(values.items())[:count]
+    }
 
 
 def test_the_parent_hands_off_and_the_child_claims_in_both_styles(airflow_db, storage, tmp_path):
@@ -51,14 +53,16 @@ def test_the_parent_hands_off_and_the_child_claims_in_both_styles(airflow_db, st
     assert (parent.task_state("steal"), parent.try_number("steal")) == ("failed", 1)
     rows = by_task(recorded(tmp_path / "parent"))
     granter = f"grant_parent/{parent.run_id}/grant_extract_to_grant_child/-1"
+    assert parent.task_state("grant_summarize_count_to_grant_child") == "success"
     assert rows["steal"] == [{"task": "steal", "holder": handoff_consumer_id("grant_child", None, granter)}]
-    conf = {"orders": rows["show_grants"][0]["orders"], "totals": rows["show_grants"][0]["totals"]}
+    conf = {name: rows["show_grants"][0][name] for name in ("orders", "totals", "count")}
     assert json.loads(json.dumps(conf)) == conf  # conf stays JSON
 
     child, seen = _child(conf, tmp_path / "child")
     assert child.state == "success", child.states
     assert seen["load"] == [{"task": "load", "value": [{"id": 1, "total": 20}, {"id": 2, "total": 5}]}]
     assert seen["audit"] == [{"task": "audit", "value": [20, 5]}]
+    assert seen["count"] == [{"task": "count", "value": 2}]
 
     # A second child run replaying the same conf is refused, naming the first run's consumers.
     replay, refused = _child(conf, tmp_path / "replay")
@@ -129,8 +133,8 @@ def test_without_a_signing_key_the_child_refuses_and_says_which_settings(
 
 def test_a_grant_signed_before_a_key_rotation_is_still_accepted(airflow_db, storage, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "old", "keys": {"old": OLD}}))
-    conf = _own_grants(2)
-    assert {conf["orders"]["key_id"], conf["totals"]["key_id"]} == {"old"}
+    conf = _own_grants()
+    assert {document["key_id"] for document in conf.values()} == {"old"}
     monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "new", "keys": {"new": NEW, "old": OLD}}))
     child, seen = _child(conf, tmp_path / "rotated")
     assert child.state == "success", child.states
@@ -149,7 +153,7 @@ def _resigned_copy(conf: dict) -> dict:
 
 def test_the_keyring_is_never_logged(airflow_db, storage, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, json.dumps({"sign_with": "new", "keys": {"new": NEW, "old": OLD}}))
-    conf = _own_grants(2)
+    conf = _own_grants()
     child, _ = _child(conf, tmp_path)
     assert child.state == "success", child.states
     assert NEW not in child.output and OLD not in child.output

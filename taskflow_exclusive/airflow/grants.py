@@ -92,7 +92,9 @@ def _grant_task(producer: Any, key: str, to: str, run_id: str | None, expires: t
 
     seconds = None if expires is None else expires.total_seconds()
 
-    @task(task_id=f"grant_{producer.task_id}_to_{to}", multiple_outputs=False)
+    named = producer.task_id if key == "return_value" else f"{producer.task_id}_{key}"
+
+    @task(task_id=f"grant_{named}_to_{to}", multiple_outputs=False)
     def hand_off(to_run: str | None = None) -> dict[str, Any]:
         handle, xcom = _handle_in_xcom(producer.task_id, key)
         expires_in = None if seconds is None else timedelta(seconds=seconds)

@@ -238,28 +238,39 @@ class ExclusiveXCom(BaseXCom):
 
 
 def claim_task_xcom(
-    task_id: str,
+    task_id: str | None = None,
     key: str = BaseXCom.XCOM_RETURN_KEY,
     *,
     map_index: int = -1,
     consumer_id: str | None = None,
+    granted: str | None = None,
 ) -> Any:
-    """Inside a task: claim an XCom of ``task_id`` in the current DAG run.
+    """Inside a task: claim an XCom of ``task_id`` in the current DAG run, or one granted to it.
 
     ``dag_id`` and ``run_id`` come from the running task; ``consumer_id``
     defaults to it (``dag_id/run_id/task_id/map_index``, stable across retries).
+    With ``granted="<conf key>"`` (in a triggered DAG) it claims the XCom a
+    parent DAG handed to this run (``grant(...)`` in the trigger's ``conf``),
+    checked like every grant (:mod:`taskflow_exclusive.grants`).
 
     Example::
 
         @task
         def load():
             rows = claim_task_xcom("extract")        # the value, to this task only
+            more = claim_task_xcom(granted="orders") # handed to this run by the parent
     """
     from taskflow_exclusive.identity import running_task
 
     me = running_task()
     if me is None:
         raise RuntimeError("claim_task_xcom() works inside a running Airflow task only")
+    if (task_id is None) == (granted is None):
+        raise TypeError("claim_task_xcom() takes a task_id, or granted=<conf key>, not both or neither")
+    if granted is not None:
+        from taskflow_exclusive.airflow.grants import claim_granted
+
+        return claim_granted(granted, consumer_id)
     return ExclusiveXCom.claim_xcom(
         key,
         consumer_id or me.consumer_id,

@@ -1,7 +1,8 @@
 """The child: claims what ``grant_parent`` handed it, in both styles.
 
 ``load`` (an @exclusive_task) receives the value through ``Claimed``; ``audit`` (a plain
-@task) gets the Grant and claims it itself.
+@task) gets the Grant and claims it itself; ``count`` claims its grant with
+``claim_task_xcom(granted=...)``.
 """
 
 import pendulum
@@ -31,7 +32,14 @@ def grant_child():
             record(task="audit", error=type(refused).__name__, holder=getattr(refused, "holder", None))
             raise
 
+    @task
+    def count() -> None:
+        from taskflow_exclusive.xcom import claim_task_xcom
+
+        record(task="count", value=claim_task_xcom(granted="count"))
+
     load(granted("orders"))
+    count()
     audit(granted("totals"))
 
 

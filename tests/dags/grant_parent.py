@@ -36,18 +36,20 @@ def grant_parent():
             raise
 
     @task
-    def show_grants(orders: dict, totals: dict) -> None:
-        record(task="show_grants", orders=orders, totals=totals)
+    def show_grants(orders: dict, totals: dict, count: dict) -> None:
+        record(task="show_grants", orders=orders, totals=totals, count=count)
 
     orders = extract()
     orders_grant = grant(orders, to="grant_child")
-    totals_grant = grant(summarize()["totals"], to="grant_child")
+    summary = summarize()
+    totals_grant = grant(summary["totals"], to="grant_child")
+    count_grant = grant(summary["count"], to="grant_child")
     TriggerDagRunOperator(
         task_id="trigger_child",
         trigger_dag_id="grant_child",
-        conf={"orders": orders_grant, "totals": totals_grant},
+        conf={"orders": orders_grant, "totals": totals_grant, "count": count_grant},
     )
-    show_grants(orders_grant, totals_grant) >> steal(orders)
+    show_grants(orders_grant, totals_grant, count_grant) >> steal(orders)
 
 
 the_dag = grant_parent()
