@@ -158,3 +158,31 @@ def test_the_keyring_is_never_logged(airflow_db, storage, tmp_path, monkeypatch)
     assert child.state == "success", child.states
     assert NEW not in child.output and OLD not in child.output
     assert "new" in repr(SigningKeys.parse(json.dumps({"sign_with": "new", "keys": {"new": NEW}})))
+
+
+def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_like_a_handle(airflow_db, tmp_path, file_url):
+    env = {
+        "AIRFLOW__CORE__XCOM_BACKEND": "taskflow_exclusive.xcom.ExclusiveXCom",
+        "AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD": "1024",
+        "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL": file_url,
+        KEY_ENV: "k" * 40,
+    }
+    parent = run_dag_in_subprocess(
+        DAGS / "grant_xcom_parent.py", conf={"results": str(tmp_path / "parent")}, env=env
+    )
+    assert parent.task_state("grant_rows_to_grant_xcom_child") == "success", parent.output[-3000:]
+    assert (parent.task_state("steal"), parent.try_number("steal")) == ("failed", 1)
+    rows = by_task(recorded(tmp_path / "parent"))
+    document = rows["show_grant"][0]["document"]
+    assert document["xcom"] == {
+        "dag_id": "grant_xcom_parent",
+        "run_id": parent.run_id,
+        "task_id": "rows",
+        "map_index": -1,
+        "key": "return_value",
+    }
+    assert rows["steal"][0]["holder"].startswith("handoff to grant_xcom_child by grant_xcom_parent/")
+    conf = {"rows": document, "results": str(tmp_path / "child")}
+    child = run_dag_in_subprocess(DAGS / "grant_xcom_child.py", conf=conf, env=env)
+    assert child.state == "success", child.output[-3000:]
+    assert by_task(recorded(tmp_path / "child"))["load"] == [{"task": "load", "lines": 1000, "type": "bytes"}]
