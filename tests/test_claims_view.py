@@ -383,3 +383,35 @@ def test_a_release_sent_as_a_form_is_refused(api):
         headers={**_auth(tokens["admin"]), "Content-Type": "text/plain"},
     )
     assert answer.status_code in (415, 422)
+
+
+def test_the_page_escapes_what_it_shows():
+    """Consumer ids, hosts and task ids come from ledgers and XCom rows: shown as text, never markup."""
+    from datetime import datetime, timezone
+
+    from taskflow_exclusive.airflow.claims_view import render_page
+    from taskflow_exclusive.airflow.inventory import Holder, RunInventory, StoredValue, XComPlace
+
+    evil = "<script>alert('x')</script>"
+    holder = Holder(evil, datetime(2026, 1, 1, tzinfo=timezone.utc), 0, f"host{evil}", 1)
+    value = StoredValue(
+        task_id="extract",
+        map_index=-1,
+        form="handle",
+        uri="file:///store/etl/run1/extract/-1/try1-abc.json",
+        serializer="json",
+        compression=None,
+        size=3,
+        sha256="0" * 64,
+        producer="etl/run1/extract/-1#try1",
+        created_at="2026-01-01T00:00:00+00:00",
+        created_on=evil,
+        max_claims=1,
+        ledger="object store (beside the value)",
+        places=(XComPlace("extract", -1, "return_value"),),
+        holders=(holder,),
+    )
+    page = render_page(RunInventory("etl", "run1", (value,), ()), user=evil, can_release=True)
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert page.count("<script") == 1  # the page's own script tag
