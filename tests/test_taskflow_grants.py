@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+import taskflow_exclusive.examples
 from taskflow_exclusive import publish
 from taskflow_exclusive.consuming import record_claim
 from taskflow_exclusive.grants import grant_handle, handoff_consumer_id, sign
@@ -186,3 +188,46 @@ def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_like_a_handle(airflow
     child = run_dag_in_subprocess(DAGS / "grant_xcom_child.py", conf=conf, env=env)
     assert child.state == "success", child.output[-3000:]
     assert by_task(recorded(tmp_path / "child"))["load"] == [{"task": "load", "lines": 1000, "type": "bytes"}]
+
+
+def test_the_example_pair_hands_the_orders_to_the_report_and_keeps_them_there(airflow_db, storage, tmp_path):
+    from airflow.models.dagrun import DagRun
+
+    from taskflow_exclusive.examples import orders
+
+    examples = Path(taskflow_exclusive.examples.__file__).parent / "dags"
+    env = {"AIRFLOW__CORE__DAGS_FOLDER": str(examples)}  # where the package's example DAGs live
+    parent = run_dag_in_subprocess(examples / "orders_handoff.py", env=env)
+    assert parent.state == "success", parent.states
+    audit = _xcom(parent, "audit")
+    assert audit["holder"] == handoff_consumer_id(
+        "orders_report", None, f"orders_handoff/{parent.run_id}/grant_extract_to_orders_report/-1"
+    )
+    (triggered,) = DagRun.find(dag_id="orders_report")  # what TriggerDagRunOperator created
+    child = run_dag_in_subprocess(examples / "orders_report.py", conf=dict(triggered.conf), env=env)
+    assert child.state == "success", child.states
+    summaries = [orders.summarize(b) for b in orders.batches_by_region(orders.extract_orders())]
+    report = _xcom(child, "report")
+    assert report.claim("test") == orders.format_report(summaries)
+    replay = run_dag_in_subprocess(examples / "orders_report.py", conf=dict(triggered.conf), env=env)
+    assert (replay.task_state("report"), replay.try_number("report")) == ("failed", 1)
+
+
+def _xcom(result, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.sdk.bases.xcom import BaseXCom
+    from airflow.utils.session import create_session
+
+    from taskflow_exclusive.airflow.serde import allow_handle_deserialization
+
+    allow_handle_deserialization()
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=result.run_id, dag_ids=result.dag_id, task_ids=task_id, key="return_value"
+            )
+        ).first()
+        from airflow.sdk.bases.xcom import BaseXCom
+
+        return BaseXCom.deserialize_value(row)
