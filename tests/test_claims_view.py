@@ -118,6 +118,7 @@ def test_a_value_nobody_claimed_and_a_holder_that_failed_for_good_are_flagged(or
     from airflow.utils.session import create_session
     from sqlalchemy import update
 
+    from taskflow_exclusive.airflow.claims_view import render_page
     from taskflow_exclusive.airflow.inventory import run_inventory
 
     run_id, _ = orders_run
@@ -135,6 +136,11 @@ def test_a_value_nobody_claimed_and_a_holder_that_failed_for_good_are_flagged(or
         assert all(h.stale and h.task_state == "failed" for v in after.stale for h in v.holders)
         assert after.task_instance("report").failed_for_good
         assert after.to_dict()["unclaimed"] == [summary_0.uri]
+        page = render_page(after)
+        assert "7 value(s); 1 unclaimed; 2 held by a task that failed for good" in page
+        assert page.count(">stale</span>") == 2  # the two values report holds
+        assert page.count("class='flag stale'>failed for good</span>") == 2  # report, beside each
+        assert page.count("class='flag unclaimed'") == 1
     finally:
         with create_session() as session:
             session.execute(update(TaskInstance).where(*where).values(state="success"))
