@@ -8,7 +8,9 @@ Airflow resolved the arguments and before it pushes the XCom:
    instance and replaced by their values (:mod:`taskflow_exclusive.airflow.inputs`);
 2. the return value is published (:mod:`taskflow_exclusive.airflow.results`): XCom
    gets one handle, a list of handles (``split=True``) or a dict of handles
-   (``multiple_outputs``), never the value.
+   (``multiple_outputs``), never the value; with ``outlets=[Asset(...)]`` the
+   stored values are described on those assets' events
+   (:mod:`taskflow_exclusive.airflow.lineage`).
 
 Importing this module allows :class:`ExclusiveHandle` in Airflow's XCom
 serde (see :mod:`taskflow_exclusive.airflow.serde`), so every process that parses a
@@ -25,6 +27,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from taskflow_exclusive.airflow.inputs import claim_arguments, claimed_parameters
+from taskflow_exclusive.airflow.lineage import describe_on_outlets
 from taskflow_exclusive.airflow.results import check_shape, publish_result
 from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 from taskflow_exclusive.publishing import ExclusiveOutput
@@ -88,13 +91,15 @@ class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
             result = self.python_callable(*self.op_args, **self.op_kwargs)
         else:
             result = super().execute_callable()
-        return publish_result(
+        published = publish_result(
             self.exclusive_output,
             result,
             split=self.split,
             per_key=bool(self.multiple_outputs),
             label=self.task_id,
         )
+        describe_on_outlets(self.outlets, published)  # opt-in lineage: only with outlets=[Asset(...)]
+        return published
 
 
 def exclusive_task_decorator(
