@@ -169,3 +169,18 @@ def _stored_xcom() -> type:
             return result.value
 
     return StoredXCom
+
+
+def message_queue_provider_base() -> type:
+    """``BaseMessageQueueProvider`` of ``apache-airflow-providers-common-messaging``, else ``object``.
+
+    An optional provider (it needs Airflow 3.0.1+ and Python 3.11+): without it,
+    :class:`~taskflow_exclusive.airflow.queues_triggers.ExclusiveQueueMessageProvider`
+    still imports (``MessageQueueTrigger`` only calls ``scheme_matches`` and
+    ``trigger_class``). Checked with common-messaging 2.1.2 on Airflow 3.3.2.
+    """
+    try:
+        from airflow.providers.common.messaging.providers.base_provider import BaseMessageQueueProvider
+    except ImportError:
+        return object
+    return BaseMessageQueueProvider

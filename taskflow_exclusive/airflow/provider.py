@@ -82,6 +82,8 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"name": "exclusive", "class-name": "taskflow_exclusive.airflow.decorators.exclusive_task"},
         ],
+        # MessageQueueTrigger(scheme="exclusive+redis", ...) of apache-airflow-providers-common-messaging
+        "queues": ["taskflow_exclusive.airflow.queues_triggers.ExclusiveQueueMessageProvider"],
         "config": {
             CONFIG_SECTION: {
                 "description": (

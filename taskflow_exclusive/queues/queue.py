@@ -50,7 +50,9 @@ if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
     from taskflow_exclusive.queues.base import DeadLetter
 
-__all__ = ["ExclusiveQueue", "Lease"]
+__all__ = ["QUEUE_URL_VARIABLE", "ExclusiveQueue", "Lease"]
+
+QUEUE_URL_VARIABLE = "taskflow_exclusive_queue_url"
 
 log = logging.getLogger("taskflow_exclusive.queues")
 
@@ -70,7 +72,8 @@ class ExclusiveQueue:
     """A named work queue on Redis whose values go to one consumer each.
 
     - ``spec``: ``redis://[user[:password]@]host[:port][/db][?prefix=...]`` or a
-      redis Airflow connection id (as for claim ledgers; never logged with its password).
+      redis Airflow connection id (as for claim ledgers; never logged with its password);
+      default: the Airflow Variable ``taskflow_exclusive_queue_url``.
     - ``name``: the queue's name under the prefix.
     - ``storage``, ``serializer``, ``compression``, ``claims``: as for
       :class:`~taskflow_exclusive.ExclusiveOutput`, for values stored outside
@@ -83,7 +86,7 @@ class ExclusiveQueue:
 
     def __init__(
         self,
-        spec: str,
+        spec: str | None = None,
         *,
         name: str,
         storage: str | None = None,
@@ -104,7 +107,7 @@ class ExclusiveQueue:
                 value=repr(max_deliveries),
                 expected="1, 2, 3, ...",
             )
-        self.backend: QueueBackend = open_redis_queue(spec, name)
+        self.backend: QueueBackend = open_redis_queue(_queue_spec(spec), name)
         self.name = name
         self.output = ExclusiveOutput(
             storage=storage,
@@ -280,6 +283,24 @@ class ExclusiveQueue:
 
     def _item(self, body: bytes) -> QueueItem:
         return QueueItem.from_json(body, where=self.backend.describe())
+
+
+def _queue_spec(spec: str | None) -> str:
+    if spec:
+        return spec
+    from taskflow_exclusive.config import read_variable
+
+    configured = read_variable(QUEUE_URL_VARIABLE)
+    if not configured:
+        raise InvalidArgumentError(
+            "No queue server given: pass spec='redis://host:6379/0' (or a redis Airflow connection id) "
+            f"or set the Airflow Variable {QUEUE_URL_VARIABLE!r} "
+            f"(AIRFLOW_VAR_{QUEUE_URL_VARIABLE.upper()}).",
+            argument="spec",
+            value="None",
+            expected="a redis:// URL or a redis Airflow connection id",
+        )
+    return configured
 
 
 @dataclass
