@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.add_argument("--dry-run", action="store_true", help="list what would be removed")
     cleanup.set_defaults(run=_cleanup)
+    from taskflow_exclusive.cli.queue import add_queue_commands
+
+    add_queue_commands(commands)
     return parser
 
 

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from taskflow_exclusive.handle import ExclusiveHandle
     from taskflow_exclusive.queues.base import DeadLetter
 
-__all__ = ["QUEUE_URL_VARIABLE", "ExclusiveQueue", "Lease"]
+__all__ = ["QUEUE_URL_VARIABLE", "ExclusiveQueue", "Lease", "resolve_queue_spec"]
 
 QUEUE_URL_VARIABLE = "taskflow_exclusive_queue_url"
 
@@ -107,7 +107,7 @@ class ExclusiveQueue:
                 value=repr(max_deliveries),
                 expected="1, 2, 3, ...",
             )
-        self.backend: QueueBackend = open_redis_queue(_queue_spec(spec), name)
+        self.backend: QueueBackend = open_redis_queue(resolve_queue_spec(spec), name)
         self.name = name
         self.output = ExclusiveOutput(
             storage=storage,
@@ -285,7 +285,8 @@ class ExclusiveQueue:
         return QueueItem.from_json(body, where=self.backend.describe())
 
 
-def _queue_spec(spec: str | None) -> str:
+def resolve_queue_spec(spec: str | None) -> str:
+    """``spec``, else the Airflow Variable ``taskflow_exclusive_queue_url``; refuses when neither is set."""
     if spec:
         return spec
     from taskflow_exclusive.config import read_variable
