@@ -162,13 +162,21 @@ def test_the_keyring_is_never_logged(airflow_db, storage, tmp_path, monkeypatch)
     assert "new" in repr(SigningKeys.parse(json.dumps({"sign_with": "new", "keys": {"new": NEW}})))
 
 
-def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_like_a_handle(airflow_db, tmp_path, file_url):
-    env = {
+def _xcom_env(file_url: str, exclusive_mode: str) -> dict[str, str]:
+    return {
         "AIRFLOW__CORE__XCOM_BACKEND": "taskflow_exclusive.xcom.ExclusiveXCom",
         "AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD": "1024",
+        "AIRFLOW__TASKFLOW_EXCLUSIVE__EXCLUSIVE_MODE": exclusive_mode,
         "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL": file_url,
         KEY_ENV: "k" * 40,
     }
+
+
+@pytest.mark.parametrize("exclusive_mode", ["True", "False"])
+def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_and_exclusive_mode_guards_the_rest(
+    airflow_db, tmp_path, file_url, exclusive_mode
+):
+    env = _xcom_env(file_url, exclusive_mode)
     parent = run_dag_in_subprocess(
         DAGS / "grant_xcom_parent.py", conf={"results": str(tmp_path / "parent")}, env=env
     )
@@ -186,8 +194,16 @@ def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_like_a_handle(airflow
     assert rows["steal"][0]["holder"].startswith("handoff to grant_xcom_child by grant_xcom_parent/")
     conf = {"rows": document, "results": str(tmp_path / "child")}
     child = run_dag_in_subprocess(DAGS / "grant_xcom_child.py", conf=conf, env=env)
-    assert child.state == "success", child.output[-3000:]
-    assert by_task(recorded(tmp_path / "child"))["load"] == [{"task": "load", "lines": 1000, "type": "bytes"}]
+    seen = by_task(recorded(tmp_path / "child"))
+    assert seen["load"] == [{"task": "load", "lines": 1000, "type": "bytes"}]
+    assert seen["peek"] == [{"task": "peek", "lines": 1000}]  # granted: pulled from the parent's run
+    if exclusive_mode == "True":  # not granted: refused at once, retries unused
+        assert (child.task_state("snoop"), child.try_number("snoop")) == ("failed", 1)
+        assert seen["snoop"] == [{"task": "snoop", "error": "GrantNotInConfError"}]
+        assert "Exclusive mode is on" in child.output
+    else:  # the control: without exclusive mode the same pull goes through
+        assert child.state == "success", child.output[-3000:]
+        assert seen["snoop"] == [{"task": "snoop", "seen": True}]
 
 
 def test_the_example_pair_hands_the_orders_to_the_report_and_keeps_them_there(airflow_db, storage, tmp_path):

@@ -67,6 +67,20 @@ def _options() -> dict[str, dict[str, Any]]:
             "default": "",
             "sensitive": False,
         },
+        "exclusive_mode": {
+            "description": (
+                "Used by the taskflow-exclusive XCom backend: when True, a task may pull an XCom of "
+                "another DAG run (another DAG, or another run of its own) only through a grant in "
+                "its own run's conf (grant(...) in the parent's TriggerDagRunOperator). Within one "
+                "DAG run XComs behave as usual.\n"
+                "Default: False.\n"
+            ),
+            "version_added": _VERSION_ADDED,
+            "type": "boolean",
+            "example": "True",
+            "default": "False",
+            "sensitive": False,
+        },
     }
 
 
@@ -104,13 +118,15 @@ class XComSettings:
       storage; ``0`` offloads every XCom, a negative value none (values Airflow's serde
       cannot encode, such as ``bytes`` or numpy arrays, are offloaded regardless).
     - ``compression``: fsspec codec for offloaded values, or ``None``.
+    - ``exclusive_mode``: XComs of other DAG runs only through a grant in this run's conf.
 
     Each has an environment variable: ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_THRESHOLD``,
-    ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION``.
+    ``AIRFLOW__TASKFLOW_EXCLUSIVE__XCOM_COMPRESSION``, ``AIRFLOW__TASKFLOW_EXCLUSIVE__EXCLUSIVE_MODE``.
     """
 
     threshold: int = DEFAULT_XCOM_THRESHOLD
     compression: str | None = None
+    exclusive_mode: bool = False
 
 
 def xcom_settings() -> XComSettings:
@@ -130,4 +146,15 @@ def xcom_settings() -> XComSettings:
             source=f"[{CONFIG_SECTION}] xcom_threshold",
         ) from None
     compression = str(conf.get(CONFIG_SECTION, "xcom_compression", fallback="") or "").strip() or None
-    return XComSettings(threshold=threshold, compression=compression)
+    raw_mode = str(conf.get(CONFIG_SECTION, "exclusive_mode", fallback="False")).strip().lower()
+    if raw_mode not in _BOOLEANS:
+        raise StorageConfigError(
+            f"[{CONFIG_SECTION}] exclusive_mode is {raw_mode!r}, not True or False. Fix it in "
+            f"airflow.cfg or AIRFLOW__{CONFIG_SECTION.upper()}__EXCLUSIVE_MODE.",
+            url=None,
+            source=f"[{CONFIG_SECTION}] exclusive_mode",
+        )
+    return XComSettings(threshold=threshold, compression=compression, exclusive_mode=_BOOLEANS[raw_mode])
+
+
+_BOOLEANS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False, "": False}

@@ -188,6 +188,18 @@ class ExclusiveXCom(BaseXCom):
             )
 
     @classmethod
+    def get_one(cls, **query: Any) -> Any:
+        """``BaseXCom.get_one``; in exclusive mode, other DAG runs' XComs only through a grant."""
+        _require_grant_for_other_runs(query)
+        return super().get_one(**query)
+
+    @classmethod
+    def get_all(cls, **query: Any) -> Any:
+        """``BaseXCom.get_all``; in exclusive mode, other DAG runs' XComs only through a grant."""
+        _require_grant_for_other_runs(query)
+        return super().get_all(**query)
+
+    @classmethod
     def claim_xcom(
         cls,
         key: str,
@@ -214,6 +226,7 @@ class ExclusiveXCom(BaseXCom):
         """
         from taskflow_exclusive.errors import ObjectMissingError
 
+        _require_grant_for_other_runs({"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "key": key})
         where = _coordinates(dag_id, run_id, task_id, map_index, key)
         stored = stored_xcom_value(
             key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index
@@ -282,6 +295,58 @@ def claim_task_xcom(
 
 
 # --- helpers (imported lazily: nothing below runs outside task processes) ----------------------
+
+
+def _require_grant_for_other_runs(query: dict[str, Any]) -> None:
+    """Exclusive mode: refuse a pull of another DAG run's XCom unless this run's conf grants it.
+
+    Within the running task's own DAG run nothing changes. Outside a task (the
+    API server never calls the backend) there is no run to compare with.
+    """
+    from taskflow_exclusive.airflow.provider import xcom_settings
+    from taskflow_exclusive.identity import running_task
+
+    if not xcom_settings().exclusive_mode:
+        return
+    me = running_task()
+    if me is None:
+        return
+    dag_id, run_id, task_id, key = (query.get(name) for name in ("dag_id", "run_id", "task_id", "key"))
+    prior = bool(query.get("include_prior_dates"))
+    if (dag_id, run_id) == (me.dag_id, me.run_id) and not prior:
+        return
+    from taskflow_exclusive.errors import GrantNotInConfError
+    from taskflow_exclusive.grants import accept, grants_in, refused
+    from taskflow_exclusive.host import current_host
+
+    conf = current_host().run_conf() or {}
+    for document in grants_in(conf):
+        named = document.get("xcom") or {}
+        if not prior and [named.get(k) for k in ("dag_id", "run_id", "task_id", "key")] == [
+            dag_id,
+            run_id,
+            task_id,
+            key,
+        ]:
+            accept(document, dag_id=me.dag_id, run_id=me.run_id, conf=conf)  # refuses a bad grant
+            return
+    what = "XComs of earlier runs (include_prior_dates)" if prior else f"XCom {key!r} of task {task_id!r}"
+    raise refused(
+        GrantNotInConfError(
+            f"Exclusive mode is on ([{_section()}] exclusive_mode): task {me.consumer_id!r} asked for "
+            f"{what} in run {run_id!r} of DAG {dag_id!r}, another DAG run, and no grant in this "
+            "run's conf names it. Hand it over with grant(...) in the parent's "
+            "TriggerDagRunOperator conf, or turn exclusive_mode off.",
+            grant=None,
+            reason="exclusive mode",
+        )
+    )
+
+
+def _section() -> str:
+    from taskflow_exclusive.airflow.provider import CONFIG_SECTION
+
+    return CONFIG_SECTION
 
 
 def _coordinates(

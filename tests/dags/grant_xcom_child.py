@@ -1,7 +1,12 @@
-"""The child of ``grant_xcom_parent``: claims the handed-off XCom with claim_task_xcom(granted=...)."""
+"""The child of ``grant_xcom_parent``: claims the handed-off XCom with claim_task_xcom(granted=...).
+
+``peek`` pulls the granted XCom from the parent's run with ``xcom_pull`` (allowed: a grant in
+this run's conf names it); ``snoop`` pulls another XCom of the parent's run that nobody granted
+(refused when ``[taskflow_exclusive] exclusive_mode`` is on, allowed when it is off).
+"""
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import dag, get_current_context, task
 
 from tests.airflow_harness import record
 
@@ -15,7 +20,24 @@ def grant_xcom_child():
         value = claim_task_xcom(granted="rows")
         record(task="load", lines=value.count(b"\n"), type=type(value).__name__)
 
-    load()
+    def _parent_xcom(task_id: str):
+        context = get_current_context()
+        parent = context["dag_run"].conf["rows"]["xcom"]
+        return context["ti"].xcom_pull(dag_id=parent["dag_id"], run_id=parent["run_id"], task_ids=task_id)
+
+    @task
+    def peek() -> None:
+        record(task="peek", lines=_parent_xcom("rows").count(b"\n"))
+
+    @task(retries=2, retry_delay=0)
+    def snoop() -> None:
+        try:
+            record(task="snoop", seen=_parent_xcom("show_grant") is None)
+        except Exception as refused:
+            record(task="snoop", error=type(refused).__name__)
+            raise
+
+    load() >> [peek(), snoop()]
 
 
 the_dag = grant_xcom_child()

@@ -48,7 +48,8 @@ from tests.system.deployment import database_url as postgres_url
 
 SESSION = secrets.token_hex(4)
 DAGS = Path(__file__).parent / "dags"
-ORDERS_PIPELINE = Path(taskflow_exclusive.examples.__file__).parent / "dags" / "orders_pipeline.py"
+EXAMPLES = Path(taskflow_exclusive.examples.__file__).parent / "dags"
+ORDERS_PIPELINE = EXAMPLES / "orders_pipeline.py"
 
 # dag_id -> DAG file, run on every deployment
 DAG_FILES = {
@@ -57,7 +58,11 @@ DAG_FILES = {
     "sys_consumer_retry": DAGS / "consumer_retry.py",
     "sys_split_mapped": DAGS / "split_mapped.py",
     "sys_multiple_outputs": DAGS / "multiple_outputs.py",
+    "orders_handoff": EXAMPLES / "orders_handoff.py",
 }
+# deployed and unpaused but never triggered by the tests: their parents trigger them
+TRIGGERED_DAG_FILES = {"orders_report": EXAMPLES / "orders_report.py"}
+SIGNING_SECRET = secrets.token_urlsafe(32)
 # run only where ExclusiveXCom is the deployment's XCom backend
 XCOM_BACKEND_DAG_FILES = {"sys_xcom_backend_claims": DAGS / "xcom_backend_claims.py"}
 XCOM_THRESHOLD = 1024
@@ -109,7 +114,9 @@ def _celery_settings(redis_db: int, key_prefix: str, database: str) -> dict[str,
 
 def _run_everything(deployment: Deployment, dag_ids: list[str], records: Records) -> dict[str, FinishedRun]:
     """Trigger one run of every DAG at once, wait for all of them, collect what they did."""
-    deployment.wait_for_dags(dag_ids)
+    deployment.wait_for_dags([*dag_ids, *TRIGGERED_DAG_FILES])
+    for child in TRIGGERED_DAG_FILES:
+        deployment.api("PATCH", f"/api/v2/dags/{child}", json={"is_paused": False})
     started = time.monotonic()
     run_ids = {dag_id: deployment.trigger(dag_id) for dag_id in dag_ids}
     states = deployment.wait_for_runs(run_ids.items(), timeout=RUNS_TIMEOUT)
@@ -135,6 +142,7 @@ def deployed(request: pytest.FixtureRequest, s3_server, tmp_path_factory, system
         f"AIRFLOW_CONN_{S3_CONN_ID.upper()}": s3_server.connection_uri_json(),
         "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL": storage_url,
         RECORDS_ENV: records.url,
+        "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_SIGNING_SECRET": SIGNING_SECRET,
     }
     workers: list[Worker] = []
     database = f"tfx_sys_{SESSION}_{kind}"
@@ -161,7 +169,7 @@ def deployed(request: pytest.FixtureRequest, s3_server, tmp_path_factory, system
             tmp_path_factory.mktemp(f"airflow-{kind}"),
             executor="CeleryExecutor" if kind == "celery" else "LocalExecutor",
             database=database,
-            dag_files=dag_files.values(),
+            dag_files=[*dag_files.values(), *TRIGGERED_DAG_FILES.values()],
             env=env,
             workers=workers,
         )
