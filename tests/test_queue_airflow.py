@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 
@@ -11,6 +12,7 @@ import pytest
 from taskflow_exclusive.queues import ExclusiveQueue
 from tests import queue_fixtures
 from tests.airflow_harness import DAGS, recorded, run_dag
+from tests.private_services import PASSWORD
 from tests.taskflow_helpers import by_task, use_storage
 
 queue_spec = queue_fixtures.queue_spec
@@ -139,3 +141,57 @@ def test_message_queue_trigger_builds_our_trigger_when_common_messaging_is_insta
     trigger = MessageQueueTrigger(scheme="exclusive+redis", spec=queue_spec, queue_name="orders")
     assert isinstance(trigger.trigger, ExclusiveQueueEventTrigger)
     assert trigger.serialize()[1]["queue_name"] == "orders"
+
+
+def _watchers(node) -> list:
+    """Every asset watcher in a serialized DAG, wherever the timetable keeps it."""
+    if isinstance(node, dict):
+        return list(node.get("watchers", [])) + [w for v in node.values() for w in _watchers(v)]
+    if isinstance(node, list):
+        return [w for v in node for w in _watchers(v)]
+    return []
+
+
+def _watched_dag(trigger):
+    import pendulum
+    from airflow.sdk import Asset, AssetWatcher, dag, task
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    asset = Asset("tfx_queue_items", watchers=[AssetWatcher(name="items", trigger=trigger)])
+
+    @dag(schedule=[asset], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+    def one_run_per_item():
+        @task
+        def handle() -> None: ...
+
+        handle()
+
+    found = _watchers(DagSerialization.to_dict(one_run_per_item()))
+    (watcher,) = found
+    return watcher
+
+
+def test_an_asset_watcher_on_the_queue_serializes_without_the_password():
+    from taskflow_exclusive.airflow.queues_triggers import ExclusiveQueueEventTrigger
+
+    spec = f"redis://app:{PASSWORD}@127.0.0.1:6379/14?prefix=x"
+    watcher = _watched_dag(ExclusiveQueueEventTrigger(spec, "orders"))
+    assert watcher["trigger"]["classpath"].endswith("queues_triggers.ExclusiveQueueEventTrigger")
+    assert watcher["trigger"]["kwargs"]["queue_name"] == "orders"
+    assert PASSWORD not in json.dumps(watcher) and "app:***@" in watcher["trigger"]["kwargs"]["spec"]
+
+
+def test_a_message_queue_trigger_watcher_serializes_as_our_trigger():
+    pytest.importorskip(
+        "airflow.providers.common.messaging", reason="apache-airflow-providers-common-messaging"
+    )
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+
+    trigger = MessageQueueTrigger(scheme="exclusive+redis", spec="tfx_queue_conn", queue_name="orders")
+    watcher = _watched_dag(trigger)
+    assert watcher["trigger"]["classpath"].endswith("queues_triggers.ExclusiveQueueEventTrigger")
+    assert watcher["trigger"]["kwargs"] == {
+        "spec": "tfx_queue_conn",
+        "queue_name": "orders",
+        "poll_interval": 1.0,
+    }

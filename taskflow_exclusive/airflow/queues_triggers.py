@@ -19,8 +19,10 @@
   ``apache-airflow-providers-common-messaging`` build the event trigger
   (registered under the ``queues`` key of our provider info).
 
-Trigger arguments are stored in Airflow's database: ``spec`` is the recorded
-form (a connection id, or a URL with its password withheld).
+Trigger arguments are stored in Airflow's database: ``serialize()`` records
+``spec`` without its password (``***``); the triggerer then takes the full
+URL from the Airflow Variable ``taskflow_exclusive_claims_url``, as claim
+ledgers do. Prefer a redis Airflow connection id as ``spec``: it needs nothing more.
 
 Example::
 
@@ -37,6 +39,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from taskflow_exclusive.airflow._compat import message_queue_provider_base
+from taskflow_exclusive.claims.specs import withhold_secrets
 from taskflow_exclusive.queues.items import QueueItem
 
 __all__ = [
@@ -68,7 +71,7 @@ class QueueItemsTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "spec": self.spec,
+                "spec": withhold_secrets(self.spec),
                 "queue_name": self.queue_name,
                 "min_items": self.min_items,
                 "poll_interval": self.poll_interval,
@@ -95,7 +98,11 @@ class ExclusiveQueueEventTrigger(BaseEventTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"spec": self.spec, "queue_name": self.queue_name, "poll_interval": self.poll_interval},
+            {
+                "spec": withhold_secrets(self.spec),
+                "queue_name": self.queue_name,
+                "poll_interval": self.poll_interval,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
