@@ -1,7 +1,7 @@
 """A deliberately broken queue backend: the negative control of the queue race harness.
 
-``read-then-delete``: ``pop`` reads the head item (LINDEX, HGET) and then
-deletes it (LREM, HDEL) in separate commands: two consumers that read the
+``read-then-delete``: ``pop`` reads the head item (LINDEX) and then
+deletes it (LREM) in a separate command: two consumers that read the
 head before either deletes it both get the item. This is the race the real
 backend's one-script pop avoids; :func:`tests.queue_racing.drain_race` must
 count duplicates with it.
@@ -19,14 +19,11 @@ class ReadThenDeleteBackend(RedisQueueBackend):
         taken = []
         with self._reaching():
             for _ in range(count):
-                head = self._client.lindex(self.keys[0], 0)
+                head = self._client.lindex(self.key["ready"], 0)
                 if head is None:
                     break
-                body = self._client.hget(self.keys[1], head)
-                self._client.lrem(self.keys[0], 1, head)
-                self._client.hdel(self.keys[1], head)
-                if body is not None:
-                    taken.append((head.decode(), body))
+                self._client.lrem(self.key["ready"], 1, head)
+                taken.append(self._split(head))
         return taken
 
 

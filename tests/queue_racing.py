@@ -53,6 +53,11 @@ class DrainReport:
         return sum(1 for count in self.taken.values() if count > 1)
 
     @property
+    def redeliveries(self) -> int:
+        """Takes beyond the first, over all items."""
+        return sum(count - 1 for count in self.taken.values() if count > 1)
+
+    @property
     def done_twice(self) -> int:
         return sum(1 for count in self.done.values() if count > 1)
 

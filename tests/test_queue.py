@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 import threading
 import time
@@ -29,8 +30,10 @@ def queue(queue_spec, queue_name, file_url) -> ExclusiveQueue:
     return ExclusiveQueue(queue_spec, name=queue_name, storage=file_url, inline_max_bytes=1024)
 
 
-def _body_key(q: ExclusiveQueue) -> str:
-    return q.backend.keys[1]
+def _replace_head(q: ExclusiveQueue, change) -> None:
+    """Rewrite the first waiting item's element in Redis (what someone with write access could do)."""
+    client, key = q.backend._client, q.backend.key["ready"]
+    client.lset(key, 0, change(client.lindex(key, 0)))
 
 
 class Exploding:
@@ -95,13 +98,12 @@ def test_get_waits_for_a_put_and_times_out_when_none_comes(queue):
 
 def test_an_altered_inline_item_is_refused_before_anything_is_unpickled(queue, tmp_path):
     marker = tmp_path / "marker"
-    item_id = queue.put(Exploding(str(marker)))
-    client = queue.backend._client
-    body = client.hget(_body_key(queue), item_id)
+    queue.put(Exploding(str(marker)))
     item = queue.peek(1)[0]
     forged = pickle.dumps(Exploding(str(marker)), protocol=5) + b"."
-    tampered = body.replace(__import__("base64").b64encode(item.data), __import__("base64").b64encode(forged))
-    client.hset(_body_key(queue), item_id, tampered)
+    _replace_head(
+        queue, lambda element: element.replace(base64.b64encode(item.data), base64.b64encode(forged))
+    )
     with pytest.raises(IntegrityError) as refused:
         queue.get()
     assert refused.value.expected == item.size and not marker.exists()
@@ -109,10 +111,14 @@ def test_an_altered_inline_item_is_refused_before_anything_is_unpickled(queue, t
 
 def test_a_body_that_is_not_an_item_is_refused_whole(queue):
     item_id = queue.put("fine")
-    queue.backend._client.hset(_body_key(queue), item_id, b'{"format": "something else"}')
+    _replace_head(queue, lambda element: item_id.encode() + b' {"format": "something else"}')
     with pytest.raises(MalformedRecordError) as refused:
         queue.get()
     assert refused.value.kind == "queue item"
+    queue.put("fine")
+    _replace_head(queue, lambda element: b"no id here")
+    with pytest.raises(MalformedRecordError):
+        queue.get()
 
 
 def test_an_unreachable_queue_names_the_server_without_its_password(queue_name):

@@ -36,7 +36,7 @@ def test_at_most_once_16_consumers_never_take_an_item_twice(queue_spec, queue_na
     assert report.done_twice == 0
     assert report.never_done == []
     assert sum(report.taken.values()) == ITEMS
-    assert _queue(queue_spec, queue_name).stats()["taken"] == ITEMS
+    assert len(_queue(queue_spec, queue_name)) == 0
 
 
 def test_at_most_once_loses_the_items_of_consumers_killed_mid_item(queue_spec, queue_name, tmp_path):
@@ -56,7 +56,7 @@ def test_at_most_once_loses_the_items_of_consumers_killed_mid_item(queue_spec, q
     lost = len(report.never_done)
     assert report.killed_mid_item > 0
     assert lost >= report.killed_mid_item  # ...but each consumer killed mid-item lost its item
-    assert queue.stats()["taken"] == ITEMS and len(queue) == 0  # taken, so nobody else will get it
+    assert len(queue) == 0 and queue.in_flight() == []  # taken, so nobody else will get them
     print(f"at most once: {lost} of {ITEMS} items lost with {report.kills} consumers killed")
 
 
@@ -75,9 +75,10 @@ def test_at_least_once_every_item_is_acked_exactly_once_while_consumers_are_kill
     assert stats["acked"] == ITEMS  # the server completed each item once
     # an item never reported done was acked by a consumer killed before it could write "done"
     assert len(report.never_done) <= report.kills
-    assert report.taken_twice >= report.killed_mid_item - len(report.never_done)  # redelivered
+    # each item whose consumer died mid-item went to another consumer (unless it was acked first)
+    assert report.redeliveries >= report.killed_mid_item - len(report.never_done)
     assert (len(queue), queue.in_flight(), queue.dead_letters()) == (0, [], [])
-    assert queue.backend._client.hlen(queue.backend.keys[1]) == 0  # no item body left behind
+    assert queue.backend._client.hlen(queue.backend.key["held"]) == 0  # no item left behind
 
 
 def test_negative_control_a_read_then_delete_pop_hands_items_out_twice(queue_spec, queue_name, tmp_path):

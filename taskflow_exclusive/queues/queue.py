@@ -154,10 +154,10 @@ class ExclusiveQueue:
     def get_many(self, count: int, *, consumer_id: str | None = None) -> list[Any]:
         """Take up to ``count`` values at most once, in one round trip (none waiting: ``[]``)."""
         consumer = consumer_id or default_consumer()
-        return [self._take(body, consumer) for _, body in self.backend.pop(count)]
+        return [self._take(item_id, body, consumer) for item_id, body in self.backend.pop(count)]
 
-    def _take(self, body: bytes, consumer: str) -> Any:
-        item = self._item(body)
+    def _take(self, item_id: str, body: bytes, consumer: str) -> Any:
+        item = self._item(body, item_id)
         if item.handle is not None:
             return item.handle.claim(consumer_id=consumer)
         return load_inline(item, where=f" of {self.backend.describe()}")
@@ -196,7 +196,7 @@ class ExclusiveQueue:
         return self._open_lease(self._waiting(timeout, attempt)[0])
 
     def _open_lease(self, leased: Leased) -> Lease:
-        item = self._item(leased.body)
+        item = self._item(leased.body, leased.info.item_id)
         try:
             if item.handle is not None:
                 from taskflow_exclusive.consuming import read_value
@@ -281,8 +281,19 @@ class ExclusiveQueue:
                 log.warning("Could not remove the stored value of a dropped queue item", exc_info=True)
         return len(bodies)
 
-    def _item(self, body: bytes) -> QueueItem:
-        return QueueItem.from_json(body, where=self.backend.describe())
+    def _item(self, body: bytes, item_id: str | None = None) -> QueueItem:
+        item = QueueItem.from_json(body, where=self.backend.describe())
+        if item_id is not None and item.id != item_id:
+            from taskflow_exclusive.errors import MalformedRecordError
+
+            raise MalformedRecordError(
+                f"An item of the {self.backend.describe()} is filed under id {item_id} but says it is "
+                f"{item.id}: it was altered in the queue and was not delivered.",
+                kind="queue item",
+                where=self.backend.describe(),
+                problem="id mismatch",
+            )
+        return item
 
 
 def resolve_queue_spec(spec: str | None) -> str:

@@ -1,24 +1,29 @@
-"""Work queues in Redis: each primitive one Lua script, one round trip, atomic on the server.
+"""Work queues in Redis: a put is one RPUSH, an at-most-once get one LPOP; leases are Lua scripts.
 
 A queue named ``orders`` under the prefix ``taskflow_exclusive`` (``?prefix=``
 in the URL, or the connection extra ``claims_prefix``, as for claim ledgers)
 is these keys, all with the hash tag ``{orders}`` so that a Redis Cluster
 keeps them on one slot::
 
-    <prefix>:queue:{orders}:ready        list of waiting item ids (FIFO: RPUSH, LPOP)
-    <prefix>:queue:{orders}:items        hash id -> item body (JSON, see items.py)
+    <prefix>:queue:{orders}:ready        list of waiting items, "<id> <item JSON>" (RPUSH, LPOP)
     <prefix>:queue:{orders}:leases       sorted set id -> lease deadline (ms, server clock)
     <prefix>:queue:{orders}:holders      hash id -> {consumer, token, deadline, delivery}
+    <prefix>:queue:{orders}:held         hash id -> item, while it is leased or dead
     <prefix>:queue:{orders}:deliveries   hash id -> how many times it was leased
     <prefix>:queue:{orders}:dead         list of dead-letter ids; ``:deadinfo`` why
     <prefix>:queue:{orders}:fence        the fencing-token counter (INCR)
     <prefix>:queue:{orders}:stats        counters; ``:acked:<id>`` marks an ack for an hour
     <prefix>:queues                      set of queue names (for ``taskflow-exclusive queue list``)
 
-Deadlines use the server's clock (``TIME`` inside the scripts), never the
-consumers'. An ack marks ``:acked:<id>`` with its token for an hour, so a
-consumer whose ack reply was lost (a dropped connection) and who sends it again
-hears "already acked" rather than "expired".
+*At most once*: ``put`` is ``RPUSH`` (with a counter, in one round trip) and
+``get`` is ``LPOP``, the seed's primitives: Redis removes each element for
+one caller. *At least once*: a Lua script pops the item, counts the
+delivery, draws a fencing token and records the lease, atomically; ack, fail,
+extend and the reaping of expired leases are scripts too. Deadlines use the
+server's clock (``TIME`` inside the scripts), never the consumers'. An ack
+marks ``:acked:<id>`` with its token for an hour, so a consumer whose ack
+reply was lost (a dropped connection) and who sends it again hears "already
+acked" rather than "expired".
 
 Durability: as for the Redis claim ledger, run the queue's Redis with
 ``appendonly yes`` and ``appendfsync always``; without AOF a restart loses
@@ -37,41 +42,40 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from taskflow_exclusive.claims.redis import DEFAULT_PREFIX, _client, _redis_misconfigured
 from taskflow_exclusive.claims.specs import query_options, resolve_spec
-from taskflow_exclusive.errors import InvalidArgumentError, QueueUnavailableError
+from taskflow_exclusive.errors import InvalidArgumentError, MalformedRecordError, QueueUnavailableError
 from taskflow_exclusive.queues.base import AckOutcome, DeadLetter, Leased, LeaseInfo, QueueBackend, from_ms
 
 __all__ = ["RedisQueueBackend", "list_queues", "open_redis_queue"]
 
 ACK_MARK_MS = 3_600_000
+ID_LENGTH = 32  # an element of the ready list is "<32 hex digits> <item JSON>"
 
-_KEYS = ("ready", "items", "leases", "holders", "deliveries", "dead", "deadinfo", "fence", "stats")
+_KEYS = ("ready", "leases", "holders", "held", "deliveries", "dead", "deadinfo", "fence", "stats")
 
-# KEYS: ready items leases holders deliveries dead deadinfo fence stats [acked:<id>]
+# KEYS: ready leases holders held deliveries dead deadinfo fence stats [acked:<id>]
 _COMMON = """
-local ready, items, leases, holders, deliveries, dead, deadinfo, fence, stats =
+local ready, leases, holders, held, deliveries, dead, deadinfo, fence, stats =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local function now_ms()
     local t = redis.call('TIME')
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function set_aside(id, reason, d, now)
-    redis.call('RPUSH', dead, id)
-    redis.call('HSET', deadinfo, id, cjson.encode({reason = reason, deliveries = d, at = now}))
-    redis.call('HINCRBY', stats, 'dead', 1)
 end
 local function give_back(id, max, reason, now)
     redis.call('ZREM', leases, id)
     redis.call('HDEL', holders, id)
     local d = tonumber(redis.call('HGET', deliveries, id) or '0')
     if d >= max then
-        set_aside(id, reason, d, now)
+        redis.call('RPUSH', dead, id)
+        redis.call('HSET', deadinfo, id, cjson.encode({reason = reason, deliveries = d, at = now}))
+        redis.call('HINCRBY', stats, 'dead', 1)
         return 'dead'
     end
-    redis.call('RPUSH', ready, id)
+    local element = redis.call('HGET', held, id)
+    redis.call('HDEL', held, id)
+    if element then redis.call('RPUSH', ready, element) end
     redis.call('HINCRBY', stats, 'requeued', 1)
     return 'requeued'
 end
@@ -89,32 +93,12 @@ local function holder_of(id, token, now)
     if tostring(rec['token']) ~= token or tonumber(rec['deadline']) < now then return nil, raw end
     return rec, raw
 end
-"""
-
-_PUSH = """
-for i = 1, #ARGV, 2 do
-    redis.call('HSET', items, ARGV[i], ARGV[i + 1])
-    redis.call('RPUSH', ready, ARGV[i])
-end
-redis.call('HINCRBY', stats, 'put', #ARGV / 2)
-return #ARGV / 2
-"""
-
-_POP = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-    local id = redis.call('LPOP', ready)
-    if not id then break end
-    local body = redis.call('HGET', items, id)
-    redis.call('HDEL', items, id)
+local function forget(id)
+    redis.call('ZREM', leases, id)
+    redis.call('HDEL', holders, id)
+    redis.call('HDEL', held, id)
     redis.call('HDEL', deliveries, id)
-    if body then
-        out[#out + 1] = id
-        out[#out + 1] = body
-    end
 end
-if #out > 0 then redis.call('HINCRBY', stats, 'taken', #out / 2) end
-return out
 """
 
 # ARGV: consumer, lease_ms, max_deliveries, count
@@ -123,22 +107,20 @@ local now = now_ms()
 reap(now, tonumber(ARGV[3]), 16)
 local out = {}
 for i = 1, tonumber(ARGV[4]) do
-    local id = redis.call('LPOP', ready)
-    if not id then break end
-    local body = redis.call('HGET', items, id)
-    if body then
-        local d = redis.call('HINCRBY', deliveries, id, 1)
-        local token = redis.call('INCR', fence)
-        local deadline = now + tonumber(ARGV[2])
-        redis.call('ZADD', leases, deadline, id)
-        local rec = cjson.encode({consumer = ARGV[1], token = token, deadline = deadline, delivery = d})
-        redis.call('HSET', holders, id, rec)
-        out[#out + 1] = id
-        out[#out + 1] = body
-        out[#out + 1] = rec
-    end
+    local element = redis.call('LPOP', ready)
+    if not element then break end
+    local id = string.sub(element, 1, 32)
+    local d = redis.call('HINCRBY', deliveries, id, 1)
+    local token = redis.call('INCR', fence)
+    local deadline = now + tonumber(ARGV[2])
+    redis.call('ZADD', leases, deadline, id)
+    local rec = cjson.encode({consumer = ARGV[1], token = token, deadline = deadline, delivery = d})
+    redis.call('HSET', holders, id, rec)
+    redis.call('HSET', held, id, element)
+    out[#out + 1] = element
+    out[#out + 1] = rec
 end
-if #out > 0 then redis.call('HINCRBY', stats, 'leased', #out / 3) end
+if #out > 0 then redis.call('HINCRBY', stats, 'leased', #out / 2) end
 return out
 """
 
@@ -155,10 +137,9 @@ for i = 1, #all, 2 do
         local encoded = cjson.encode(rec)
         redis.call('ZADD', leases, rec['deadline'], id)
         redis.call('HSET', holders, id, encoded)
-        local body = redis.call('HGET', items, id)
-        if body then
-            out[#out + 1] = id
-            out[#out + 1] = body
+        local element = redis.call('HGET', held, id)
+        if element then
+            out[#out + 1] = element
             out[#out + 1] = encoded
         end
     end
@@ -178,24 +159,22 @@ _ACK = """
 if redis.call('GET', KEYS[10]) == ARGV[2] then return {2} end
 local rec, raw = holder_of(ARGV[1], ARGV[2], now_ms())
 if not rec then return {0, raw or ''} end
-redis.call('ZREM', leases, ARGV[1])
-redis.call('HDEL', holders, ARGV[1])
-redis.call('HDEL', items, ARGV[1])
-redis.call('HDEL', deliveries, ARGV[1])
+forget(ARGV[1])
 redis.call('SET', KEYS[10], ARGV[2], 'PX', tonumber(ARGV[3]))
 redis.call('HINCRBY', stats, 'acked', 1)
 return {1}
 """
 
-# ARGV: id
+# ARGV: id. The rare path (a claim ledger says the item was completed): looks through the
+# waiting items too, in case an expired lease put it back.
 _COMPLETE = """
-redis.call('ZREM', leases, ARGV[1])
-redis.call('HDEL', holders, ARGV[1])
-redis.call('HDEL', items, ARGV[1])
-redis.call('HDEL', deliveries, ARGV[1])
-redis.call('LREM', ready, 0, ARGV[1])
+forget(ARGV[1])
 redis.call('LREM', dead, 0, ARGV[1])
 redis.call('HDEL', deadinfo, ARGV[1])
+local prefix = ARGV[1] .. ' '
+for _, element in ipairs(redis.call('LRANGE', ready, 0, -1)) do
+    if string.sub(element, 1, 33) == prefix then redis.call('LREM', ready, 1, element) end
+end
 return 1
 """
 
@@ -239,8 +218,12 @@ for _, id in ipairs(ids) do
     if redis.call('LREM', dead, 0, id) > 0 then
         redis.call('HDEL', deadinfo, id)
         redis.call('HDEL', deliveries, id)
-        redis.call('RPUSH', ready, id)
-        moved = moved + 1
+        local element = redis.call('HGET', held, id)
+        redis.call('HDEL', held, id)
+        if element then
+            redis.call('RPUSH', ready, element)
+            moved = moved + 1
+        end
     end
 end
 return moved
@@ -249,24 +232,25 @@ return moved
 _DROP_DEAD = """
 local ids = ARGV
 if #ids == 0 then ids = redis.call('LRANGE', dead, 0, -1) end
-local bodies = {}
+local elements = {}
 for _, id in ipairs(ids) do
     if redis.call('LREM', dead, 0, id) > 0 then
         redis.call('HDEL', deadinfo, id)
         redis.call('HDEL', deliveries, id)
-        local body = redis.call('HGET', items, id)
-        redis.call('HDEL', items, id)
-        if body then bodies[#bodies + 1] = body end
+        local element = redis.call('HGET', held, id)
+        redis.call('HDEL', held, id)
+        if element then elements[#elements + 1] = element end
     end
 end
-return bodies
+return elements
 """
 
 _PURGE = """
-local bodies = redis.call('HVALS', items)
+local elements = redis.call('LRANGE', ready, 0, -1)
+for _, element in ipairs(redis.call('HVALS', held)) do elements[#elements + 1] = element end
 for i = 1, 9 do redis.call('DEL', KEYS[i]) end
 redis.call('SREM', KEYS[10], ARGV[1])
-return bodies
+return elements
 """
 
 
@@ -285,12 +269,11 @@ class RedisQueueBackend(QueueBackend):
         self._client = _client(url, options, self._shown, target.client)
         base = f"{self.prefix}:queue:{{{name}}}"
         self.keys = [f"{base}:{part}" for part in _KEYS]
+        self.key = dict(zip(_KEYS, self.keys, strict=True))
         self._acked_base = f"{base}:acked:"
         self._registry = f"{self.prefix}:queues"
         self._registered = False
         script = self._client.register_script
-        self._push = script(_COMMON + _PUSH)
-        self._pop = script(_COMMON + _POP)
         self._lease = script(_COMMON + _LEASE)
         self._resume = script(_COMMON + _RESUME)
         self._check = script(_COMMON + _CHECK)
@@ -317,7 +300,11 @@ class RedisQueueBackend(QueueBackend):
             reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             raise QueueUnavailableError(
                 f"The {self.describe()} could not be used ({reason}). "
-                + (fix or "Nothing was taken that was not returned; retry once the server answers."),
+                + (
+                    fix
+                    or "Retry once the server answers. A get (at most once) whose reply was lost may "
+                    "have taken an item; a lease or ack is safe to retry."
+                ),
                 queue=self.describe(),
                 reason=reason,
             ) from exc
@@ -325,31 +312,55 @@ class RedisQueueBackend(QueueBackend):
     def push(self, items: Sequence[tuple[str, bytes]]) -> None:
         if not items:
             return
-        args: list[Any] = []
-        for item_id, body in items:
-            args += [item_id, body]
+        elements = [_element(item_id, body) for item_id, body in items]
         with self._reaching():
+            pipe = self._client.pipeline(transaction=True)
             if not self._registered:
-                self._client.sadd(self._registry, self.name)
-                self._registered = True
-            self._push(keys=self.keys, args=args)
+                pipe.sadd(self._registry, self.name)
+            pipe.rpush(self.key["ready"], *elements)
+            pipe.hincrby(self.key["stats"], "put", len(elements))
+            pipe.execute()
+            self._registered = True
 
     def pop(self, count: int) -> list[tuple[str, bytes]]:
         with self._reaching():
-            flat = self._pop(keys=self.keys, args=[int(count)])
-        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+            if count == 1:
+                element = self._client.lpop(self.key["ready"])
+                elements = [] if element is None else [element]
+            else:
+                elements = self._client.lpop(self.key["ready"], int(count)) or []
+        return [self._split(element) for element in elements]
+
+    def _split(self, element: bytes) -> tuple[str, bytes]:
+        item_id, space, body = bytes(element).partition(b" ")
+        if not space or len(item_id) != ID_LENGTH:
+            raise MalformedRecordError(
+                f"An element of the {self.describe()} is not '<id> <item>': something other than "
+                "ExclusiveQueue.put wrote to its keys (check the key prefix). It was not delivered.",
+                kind="queue item",
+                where=self.describe(),
+                problem="no item id",
+            )
+        return item_id.decode("ascii", errors="replace"), body
 
     def lease(self, consumer_id: str, seconds: float, max_deliveries: int, count: int) -> list[Leased]:
         with self._reaching():
             flat = self._lease(
                 keys=self.keys, args=[consumer_id, _ms(seconds), int(max_deliveries), int(count)]
             )
-        return _leased(flat)
+        return self._leased(flat)
 
     def resume(self, consumer_id: str, seconds: float) -> list[Leased]:
         with self._reaching():
             flat = self._resume(keys=self.keys, args=[consumer_id, _ms(seconds)])
-        return _leased(flat)
+        return self._leased(flat)
+
+    def _leased(self, flat: list[bytes]) -> list[Leased]:
+        leased = []
+        for i in range(0, len(flat), 2):
+            item_id, body = self._split(flat[i])
+            leased.append(Leased(body=body, info=_info(item_id, flat[i + 1])))
+        return leased
 
     def check(self, item_id: str, token: int) -> LeaseInfo | None:
         with self._reaching():
@@ -387,32 +398,33 @@ class RedisQueueBackend(QueueBackend):
 
     def depth(self) -> int:
         with self._reaching():
-            return int(self._client.llen(self.keys[0]))
+            return int(self._client.llen(self.key["ready"]))
 
     def peek(self, count: int) -> list[tuple[str, bytes]]:
+        if count <= 0:
+            return []
         with self._reaching():
-            ids = self._client.lrange(self.keys[0], 0, max(0, int(count)) - 1) if count > 0 else []
-            bodies = self._client.hmget(self.keys[1], ids) if ids else []
-        return [(i.decode(), b) for i, b in zip(ids, bodies, strict=True) if b is not None]
+            elements = self._client.lrange(self.key["ready"], 0, int(count) - 1)
+        return [self._split(element) for element in elements]
 
     def in_flight(self) -> list[LeaseInfo]:
         with self._reaching():
-            holders = self._client.hgetall(self.keys[3])
+            holders = self._client.hgetall(self.key["holders"])
         infos = [_info(k.decode(), v) for k, v in holders.items()]
         return sorted(infos, key=lambda info: info.deadline)
 
     def dead_letters(self) -> list[DeadLetter]:
         with self._reaching():
-            ids = self._client.lrange(self.keys[5], 0, -1)
-            infos = self._client.hmget(self.keys[6], ids) if ids else []
-            bodies = self._client.hmget(self.keys[1], ids) if ids else []
+            ids = self._client.lrange(self.key["dead"], 0, -1)
+            infos = self._client.hmget(self.key["deadinfo"], ids) if ids else []
+            elements = self._client.hmget(self.key["held"], ids) if ids else []
         letters = []
-        for raw_id, info, body in zip(ids, infos, bodies, strict=True):
+        for raw_id, info, element in zip(ids, infos, elements, strict=True):
             facts = json.loads(info) if info else {}
             letters.append(
                 DeadLetter(
                     item_id=raw_id.decode(),
-                    body=body,
+                    body=self._split(element)[1] if element else None,
                     reason=str(facts.get("reason", "")),
                     deliveries=int(facts.get("deliveries", 0)),
                     at=from_ms(int(facts.get("at", 0))),
@@ -426,21 +438,33 @@ class RedisQueueBackend(QueueBackend):
 
     def drop_dead(self, item_ids: Sequence[str] | None) -> list[bytes]:
         with self._reaching():
-            return list(self._drop_dead(keys=self.keys, args=list(item_ids or [])))
+            elements = self._drop_dead(keys=self.keys, args=list(item_ids or []))
+        return [self._split(element)[1] for element in elements]
 
     def purge(self) -> list[bytes]:
         with self._reaching():
-            bodies = list(self._purge(keys=[*self.keys, self._registry], args=[self.name]))
+            elements = list(self._purge(keys=[*self.keys, self._registry], args=[self.name]))
             acked = list(self._client.scan_iter(match=f"{self._acked_base}*", count=1000))
             for start in range(0, len(acked), 500):
                 self._client.delete(*acked[start : start + 500])
         self._registered = False
-        return bodies
+        return [self._split(element)[1] for element in elements]
 
     def stats(self) -> dict[str, int]:
         with self._reaching():
-            counters = self._client.hgetall(self.keys[8])
+            counters = self._client.hgetall(self.key["stats"])
         return {k.decode(): int(v) for k, v in counters.items()}
+
+
+def _element(item_id: str, body: bytes) -> bytes:
+    if len(item_id) != ID_LENGTH or " " in item_id:
+        raise InvalidArgumentError(
+            f"A queue item id is {ID_LENGTH} hex digits (got {item_id!r}).",
+            argument="item_id",
+            value=repr(item_id),
+            expected="queues.items.new_item_id()",
+        )
+    return item_id.encode("ascii") + b" " + body
 
 
 def _ms(seconds: float) -> int:
@@ -463,12 +487,6 @@ def _info(item_id: str, raw: bytes) -> LeaseInfo:
         deadline=from_ms(int(record["deadline"])),
         delivery=int(record["delivery"]),
     )
-
-
-def _leased(flat: list[bytes]) -> list[Leased]:
-    return [
-        Leased(body=flat[i + 1], info=_info(flat[i].decode(), flat[i + 2])) for i in range(0, len(flat), 3)
-    ]
 
 
 def _check_name(name: str) -> None:
