@@ -35,6 +35,7 @@ from taskflow_exclusive.formats import compression as codecs
 from taskflow_exclusive.formats.serializers import get_serializer
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.identity import default_consumer_id
+from taskflow_exclusive.signing import optional_signing_keys, signatures_required, signing_keys
 from taskflow_exclusive.storage.filesystems import parse_storage_url
 from taskflow_exclusive.storage.layout import ObjectPaths
 from taskflow_exclusive.storage.store import Store
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimLedger, ClaimRecord
 
 __all__ = [
+    "check_signature",
     "claim_value",
     "load_verified",
     "purge_value",
@@ -56,9 +58,44 @@ __all__ = [
 def _locate(handle: ExclusiveHandle) -> tuple[Store, ObjectPaths]:
     if not isinstance(handle, ExclusiveHandle):
         raise TypeError(f"expected an ExclusiveHandle, got {type(handle).__name__}")
+    check_signature(handle)  # before the store is touched
     location = parse_storage_url(handle.uri, source="handle")
     paths = ObjectPaths.from_data_path(location.path, uri=handle.uri)
     return Store(location), paths
+
+
+def check_signature(handle: ExclusiveHandle) -> None:
+    """Refuse a handle whose signature does not verify, or an unsigned one when signatures are required.
+
+    A signed handle is checked whenever this process has the keyring; with
+    ``[taskflow_exclusive] require_signed_handles`` an unsigned handle, or one
+    that cannot be checked (no keyring), is refused too. Raised as
+    :class:`IntegrityError` before anything is read or claimed.
+    """
+    required = signatures_required()
+    keys = signing_keys() if required else optional_signing_keys()
+    if handle.signature is None or handle.key_id is None:
+        if required:
+            raise IntegrityError(
+                f"The handle for {handle.uri} is not signed, and this deployment requires signed "
+                "handles ([taskflow_exclusive] require_signed_handles). It was written before a "
+                "signing key was configured, or forged. Nothing was read or claimed.",
+                uri=handle.uri,
+                expected="a signed handle",
+                actual="unsigned",
+            )
+        return
+    if keys is None:
+        return  # no keyring here: a signed handle is as trusted as an unsigned one
+    if not keys.verify(handle.key_id, handle.signed_bytes(), handle.signature):
+        known = "" if keys.knows(handle.key_id) else f" (key {handle.key_id!r} is not in the keyring)"
+        raise IntegrityError(
+            f"The handle for {handle.uri} does not match its signature{known}: it was altered or "
+            "forged after the producer signed it. Nothing was read or claimed.",
+            uri=handle.uri,
+            expected=f"a valid signature by key {handle.key_id!r}",
+            actual="a signature that does not verify",
+        )
 
 
 def _verify_manifest(store: Store, paths: ObjectPaths, handle: ExclusiveHandle) -> None:

@@ -4,7 +4,9 @@ A handle says where the value is (``uri``), how to read it (``serializer``,
 ``compression``), how to check it (``size``, ``sha256``), who wrote it and
 where (``producer``, ``host``, ``created_at``) and how it may be claimed
 (``max_claims``, ``claims``: the ledger that guards it, ``None`` for the
-object store itself). It holds no credentials.
+object store itself). With a signing key configured it also carries
+``key_id`` and ``signature`` (:meth:`signed`), which consumers check before
+touching the store. It holds no credentials.
 
 Example::
 
@@ -25,13 +27,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskflow_exclusive.errors import MalformedRecordError
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
+    from taskflow_exclusive.signing import SigningKeys
 
 __all__ = ["ExclusiveHandle"]
 
@@ -52,6 +55,9 @@ class ExclusiveHandle:
     compression: str | None = None
     max_claims: int = 1
     claims: str | None = None
+    # With a signing key configured (taskflow_exclusive.signing): HMAC-SHA256 of every other field.
+    key_id: str | None = None
+    signature: str | None = None
 
     FORMAT: ClassVar[str] = "taskflow-exclusive/handle/1"
     # Airflow's XCom serde records this next to serialize()'s data and passes it to deserialize().
@@ -99,11 +105,34 @@ class ExclusiveHandle:
 
         return purge_value(self)
 
+    # -- signatures (see taskflow_exclusive.signing) -------------------------------------------
+
+    def signed(self, keys: SigningKeys) -> ExclusiveHandle:
+        """This handle with ``key_id`` and ``signature`` from ``keys``' signing key."""
+        unsigned = replace(self, key_id=keys.sign_with, signature=None)
+        key_id, signature = keys.sign(unsigned.signed_bytes())
+        return replace(unsigned, key_id=key_id, signature=signature)
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: every field but the signature itself (``key_id`` included)."""
+        from taskflow_exclusive.signing import canonical_json
+
+        data = self.to_dict()
+        data.pop("signature", None)
+        return canonical_json(data)
+
     # -- serialization ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (what the manifest stores and XCom carries)."""
-        return {"format": self.FORMAT, **asdict(self)}
+        """A JSON-able dict (what the manifest stores and XCom carries).
+
+        An unsigned handle has no ``key_id``/``signature`` keys at all, so it reads
+        the same as before signatures existed (older workers refuse unknown fields).
+        """
+        data = {"format": self.FORMAT, **asdict(self)}
+        if self.signature is None and self.key_id is None:
+            del data["key_id"], data["signature"]
+        return data
 
     def to_json(self) -> str:
         """The handle as compact JSON: what to save, pass to ``taskflow-exclusive holders``, or share.
@@ -189,7 +218,7 @@ class ExclusiveHandle:
         )
 
 
-_OPTIONAL = frozenset({"compression", "max_claims", "claims"})
+_OPTIONAL = frozenset({"compression", "max_claims", "claims", "key_id", "signature"})
 _TEXT_FIELDS = ("serializer", "producer", "created_at", "host")
 
 
@@ -213,9 +242,14 @@ def _field_problems(values: dict[str, Any]) -> list[str]:
     sha256 = values.get("sha256")
     if "sha256" in values and not (isinstance(sha256, str) and _SHA256.match(sha256)):
         problems.append(f"sha256 is not 64 lowercase hex digits (got {_shown(sha256)})")
-    for name in ("compression", "claims"):
+    for name in ("compression", "claims", "key_id"):
         if values.get(name) is not None and not (isinstance(values[name], str) and values[name]):
             problems.append(f"{name} is not a non-empty string or null (got {_shown(values[name])})")
+    signature = values.get("signature")
+    if signature is not None and not (isinstance(signature, str) and _SHA256.match(signature)):
+        problems.append(f"signature is not 64 lowercase hex digits or null (got {_shown(signature)})")
+    if (values.get("key_id") is None) != (signature is None):
+        problems.append("key_id and signature must both be set or both be null")
     if "max_claims" in values:
         try:
             check_max_claims(values["max_claims"])

@@ -5,6 +5,7 @@ never imports Airflow, nor :mod:`taskflow_exclusive.airflow`. What it needs
 from its surroundings it asks the current :class:`Host` for:
 
 - ``variable(key)``: a setting such as the storage URL (an Airflow Variable);
+- ``option(name)``: a deployment option (``[taskflow_exclusive] <name>`` in Airflow's config);
 - ``connection(conn_id)``: credentials named in a URL (an Airflow Connection);
 - ``filesystem(protocol, conn_id)``: a filesystem the host builds itself for
   a connection (an Airflow provider's), or ``None``;
@@ -83,6 +84,10 @@ class Host(Protocol):
         """
         ...
 
+    def option(self, name: str) -> str | None:
+        """The deployment option ``name`` (``[taskflow_exclusive] <name>``), or ``None`` when unset."""
+        ...
+
     def connection(self, conn_id: str) -> Connection:
         """The connection ``conn_id``; :class:`StorageConfigError` when it cannot be read."""
         ...
@@ -109,7 +114,8 @@ class Host(Protocol):
 
 
 class StandaloneHost:
-    """A host without Airflow: settings from ``AIRFLOW_VAR_<KEY>`` environment variables only.
+    """A host without Airflow: settings from ``AIRFLOW_VAR_<KEY>`` (and options from
+    ``AIRFLOW__TASKFLOW_EXCLUSIVE__<NAME>``) environment variables only.
 
     It knows no connections and no running task, and raises refusals as they are.
     """
@@ -121,6 +127,10 @@ class StandaloneHost:
 
     def variable(self, key: str) -> str | None:
         value = self._environ.get(f"AIRFLOW_VAR_{key.upper()}", "").strip()
+        return value or None
+
+    def option(self, name: str) -> str | None:
+        value = self._environ.get(f"AIRFLOW__TASKFLOW_EXCLUSIVE__{name.upper()}", "").strip()
         return value or None
 
     def connection(self, conn_id: str) -> Connection:

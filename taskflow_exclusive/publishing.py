@@ -56,6 +56,7 @@ from taskflow_exclusive.formats.serializers import (
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.identity import TaskInstanceId, local_producer_id, running_task
 from taskflow_exclusive.memo import Memo
+from taskflow_exclusive.signing import optional_signing_keys
 from taskflow_exclusive.storage.layout import (
     LOCAL_FOLDER,
     ObjectPaths,
@@ -174,6 +175,9 @@ class ExclusiveOutput:
             max_claims=self.max_claims,
             claims=None if isinstance(ledger, ObjectStoreLedger) else ledger.spec,
         )
+        keys = optional_signing_keys()  # signed whenever the deployment has a signing key
+        if keys is not None:
+            handle = handle.signed(keys)
         try:
             store.put_complete(paths.manifest, handle.to_json().encode(), names=names)
         except BaseException:

@@ -40,15 +40,19 @@ from collections.abc import Mapping
 from taskflow_exclusive.errors import SigningKeyError, StorageConfigError
 
 __all__ = [
+    "REQUIRE_SIGNED_OPTION",
     "SIGNING_CONNECTION",
     "SIGNING_VARIABLE",
     "SigningKeys",
     "canonical_json",
+    "optional_signing_keys",
+    "signatures_required",
     "signing_keys",
 ]
 
 SIGNING_CONNECTION = "taskflow_exclusive_signing"
 SIGNING_VARIABLE = "taskflow_exclusive_signing_secret"
+REQUIRE_SIGNED_OPTION = "require_signed_handles"
 DEFAULT_KEY_ID = "default"
 MIN_SECRET_LENGTH = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -167,6 +171,35 @@ def signing_keys() -> SigningKeys:
             problem="missing",
         )
     return SigningKeys.parse(password, source=connection_source)
+
+
+def optional_signing_keys() -> SigningKeys | None:
+    """The keyring when one is configured, ``None`` when none is; an unusable one is an error.
+
+    Handles are signed when a key is configured. A keyring that is set but
+    broken raises :class:`SigningKeyError` rather than silently signing nothing.
+    """
+    try:
+        return signing_keys()
+    except SigningKeyError as exc:
+        if exc.problem == "missing":
+            return None
+        raise
+
+
+def signatures_required() -> bool:
+    """``[taskflow_exclusive] require_signed_handles``: consumers refuse unsigned handles."""
+    from taskflow_exclusive.host import current_host
+
+    raw = (current_host().option(REQUIRE_SIGNED_OPTION) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise SigningKeyError(
+            f"[taskflow_exclusive] {REQUIRE_SIGNED_OPTION} is {raw!r}, not True or False "
+            f"(AIRFLOW__TASKFLOW_EXCLUSIVE__{REQUIRE_SIGNED_OPTION.upper()}).",
+            setting=f"[taskflow_exclusive] {REQUIRE_SIGNED_OPTION}",
+            problem="not a boolean",
+        )
+    return raw in ("true", "1")
 
 
 def _unusable(source: str, problem: str) -> SigningKeyError:

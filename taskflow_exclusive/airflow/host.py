@@ -59,6 +59,14 @@ class AirflowHost:
         value = "" if value is None else str(value).strip()
         return value or None
 
+    def option(self, name: str) -> str | None:
+        """``[taskflow_exclusive] <name>`` from Airflow's config (or its environment variable)."""
+        from taskflow_exclusive.airflow._compat import airflow_conf
+        from taskflow_exclusive.airflow.provider import CONFIG_SECTION
+
+        value = str(airflow_conf().get(CONFIG_SECTION, name, fallback="") or "").strip()
+        return value or None
+
     def connection(self, conn_id: str) -> Connection:
         """The Airflow connection ``conn_id``, read once per process."""
         return _connection(conn_id)

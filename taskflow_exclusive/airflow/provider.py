@@ -81,6 +81,20 @@ def _options() -> dict[str, dict[str, Any]]:
             "default": "False",
             "sensitive": False,
         },
+        "require_signed_handles": {
+            "description": (
+                "When True, consumers refuse every handle that is not signed with a key of the "
+                "deployment's keyring (the Variable taskflow_exclusive_signing_secret or the "
+                "Connection taskflow_exclusive_signing), before reading anything from storage. "
+                "With a keyring configured, every handle is signed whatever this says.\n"
+                "Default: False.\n"
+            ),
+            "version_added": _VERSION_ADDED,
+            "type": "boolean",
+            "example": "True",
+            "default": "False",
+            "sensitive": False,
+        },
     }
 
 
