@@ -61,6 +61,7 @@ class AirflowHost:
 
     def option(self, name: str) -> str | None:
         """``[taskflow_exclusive] <name>`` from Airflow's config (or its environment variable)."""
+        import_airflow()
         from taskflow_exclusive.airflow._compat import airflow_conf
         from taskflow_exclusive.airflow.provider import CONFIG_SECTION
 
