@@ -152,4 +152,4 @@ class QueueBackend(ABC):
 
     @abstractmethod
     def stats(self) -> dict[str, int]:
-        """Counters kept by the server: put, leased, acked, requeued, dead."""
+        """Counters kept by the server: leased, acked, requeued, dead (put and get are bare list commands)."""

@@ -15,9 +15,8 @@ keeps them on one slot::
     <prefix>:queue:{orders}:stats        counters; ``:acked:<id>`` marks an ack for an hour
     <prefix>:queues                      set of queue names (for ``taskflow-exclusive queue list``)
 
-*At most once*: ``put`` is ``RPUSH`` (with a counter, in one round trip) and
-``get`` is ``LPOP``, the seed's primitives: Redis removes each element for
-one caller. *At least once*: a Lua script pops the item, counts the
+*At most once*: ``put`` is ``RPUSH`` and ``get`` is ``LPOP``, the seed's
+primitives: Redis removes each element for one caller. *At least once*: a Lua script pops the item, counts the
 delivery, draws a fencing token and records the lease, atomically; ack, fail,
 extend and the reaping of expired leases are scripts too. Deadlines use the
 server's clock (``TIME`` inside the scripts), never the consumers'. An ack
@@ -314,13 +313,10 @@ class RedisQueueBackend(QueueBackend):
             return
         elements = [_element(item_id, body) for item_id, body in items]
         with self._reaching():
-            pipe = self._client.pipeline(transaction=True)
-            if not self._registered:
-                pipe.sadd(self._registry, self.name)
-            pipe.rpush(self.key["ready"], *elements)
-            pipe.hincrby(self.key["stats"], "put", len(elements))
-            pipe.execute()
-            self._registered = True
+            if not self._registered:  # once per process and queue: the name for `queue list`
+                self._client.sadd(self._registry, self.name)
+                self._registered = True
+            self._client.rpush(self.key["ready"], *elements)
 
     def pop(self, count: int) -> list[tuple[str, bytes]]:
         with self._reaching():
