@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -421,3 +422,51 @@ def test_the_page_escapes_what_it_shows():
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert page.count("<script") == 1  # the page's own script tag
+
+
+# --- the CLI finds a run's handles itself ---------------------------------------------------------
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "taskflow_exclusive.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_cli_lists_a_runs_values_and_holders_from_the_metadata_database(orders_run):
+    run_id, _ = orders_run
+    done = _cli("holders", "--dag", "orders_pipeline", "--run", run_id)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    summary = "7 value(s), 0 unclaimed, 0 held by a task that failed for good"
+    assert lines[0] == f"Run {run_id!r} of DAG 'orders_pipeline': {summary}"
+    assert sum(line.startswith("extract ") for line in lines) == 1
+    holder = f"'orders_pipeline/{run_id}/split_by_region/-1'"
+    extract = lines.index(next(line for line in lines if line.startswith("extract ")))
+    assert lines[extract + 1].startswith(f"  slot 0: {holder} since ") and lines[extract + 1].endswith(
+        ", success)"
+    )
+    as_json = json.loads(_cli("holders", "--dag", "orders_pipeline", "--run", run_id, "--json").stdout)
+    assert {value["task_id"] for value in as_json["values"]} == {"extract", "split_by_region", "summarize"}
+    one = _cli(
+        "holders", "--dag", "orders_pipeline", "--run", run_id, "--task", "summarize", "--map-index", "1"
+    )
+    assert one.returncode == 0 and "summarize[1] " in one.stdout and "summarize[0] " not in one.stdout
+
+
+def test_the_cli_says_how_to_ask_for_a_run(orders_run):
+    neither = _cli("holders")
+    assert neither.returncode == 2 and "HANDLE, or --dag and --run" in neither.stderr
+    no_run = _cli("holders", "--dag", "orders_pipeline")
+    assert no_run.returncode == 2 and "--dag needs --run" in no_run.stderr
+    nothing = _cli("holders", "--dag", "orders_pipeline", "--run", "no-such-run")
+    assert nothing.returncode == 0
+    assert (
+        nothing.stdout.strip()
+        == "No taskflow-exclusive values in run 'no-such-run' of DAG 'orders_pipeline'."
+    )

@@ -4,6 +4,7 @@ Example::
 
     $ taskflow-exclusive demo
     $ taskflow-exclusive holders @handle.json
+    $ taskflow-exclusive holders --dag orders_pipeline --run 'manual__2026-11-24T09:00:00+00:00'
     $ taskflow-exclusive release @handle.json --consumer 'etl/run1/load/-1' --reason 'worker lost'
     $ taskflow-exclusive cleanup s3://my_conn@bucket/exclusive --older-than 6h --dry-run
 
@@ -93,6 +94,10 @@ def _read_handle(argument: str) -> ExclusiveHandle:
 
 
 def _holders(args: argparse.Namespace) -> int:
+    if (args.handle is None) == (args.dag is None):
+        raise _usage("holders takes a HANDLE, or --dag and --run to list a DAG run's values (not both)")
+    if args.dag is not None:
+        return _run_holders(args)
     handle = _read_handle(args.handle)
     records = handle.holders()
     if args.json:
@@ -107,6 +112,51 @@ def _holders(args: argparse.Namespace) -> int:
             f"  slot {record.slot}: {record.consumer_id!r} since {record.claimed_at.isoformat()} "
             f"(host {record.host}, pid {record.pid})"
         )
+    return 0
+
+
+def _usage(message: str) -> Exception:
+    """A usage error (exit status 2), said in one line."""
+    from taskflow_exclusive.errors import InvalidArgumentError
+
+    return InvalidArgumentError(f"{message}.", argument="holders", value="", expected=message)
+
+
+def _run_holders(args: argparse.Namespace) -> int:
+    """Every value a DAG run stored and who holds it, found in Airflow's metadata database."""
+    if args.run_id is None:
+        raise _usage("--dag needs --run RUN_ID (as the UI or `airflow dags list-runs` shows it)")
+    from taskflow_exclusive.airflow.logs import import_airflow
+
+    import_airflow()
+    from taskflow_exclusive.airflow.inventory import run_inventory
+
+    inventory = run_inventory(args.dag, args.run_id, task_id=args.task, map_index=args.map_index)
+    if args.json:
+        print(json.dumps(inventory.to_dict(), indent=2))
+        return 0
+    where = (
+        f" task {args.task}" + ("" if args.map_index is None else f"[{args.map_index}]") if args.task else ""
+    )
+    if not inventory.values:
+        print(f"No taskflow-exclusive values in run {args.run_id!r} of DAG {args.dag!r}{where}.")
+        return 0
+    print(
+        f"Run {args.run_id!r} of DAG {args.dag!r}{where}: {len(inventory.values)} value(s), "
+        f"{len(inventory.unclaimed)} unclaimed, {len(inventory.stale)} held by a task that failed for good"
+    )
+    for value in inventory.values:
+        index = "" if value.map_index == -1 else f"[{value.map_index}]"
+        flags = "".join(f" [{flag}]" for flag in ("unclaimed", "stale") if getattr(value, flag))
+        print(f"{value.task_id}{index} {value.uri} ({value.serializer}, {value.size} bytes){flags}")
+        if value.problem:
+            print(f"  holders unknown: {value.problem}")
+        for holder in value.holders:
+            state = f", {holder.task_state}" if holder.task_state else ""
+            print(
+                f"  slot {holder.slot}: {holder.consumer_id!r} since {holder.claimed_at.isoformat()} "
+                f"(host {holder.host}, pid {holder.pid}{state})"
+            )
     return 0
 
 
@@ -263,8 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the handle as XCom, the REST API or the UI shows it (JSON, serde envelope, reference row or "
         "the UI's text), @FILE holding it, or - for standard input"
     )
-    holders = commands.add_parser("holders", help="who holds a value, and since when")
-    holders.add_argument("handle", metavar="HANDLE", help=handle_help)
+    holders = commands.add_parser(
+        "holders",
+        help="who holds a value (or every value of a DAG run), and since when",
+        description="Who holds the value of HANDLE; or, with --dag and --run (where Airflow's "
+        "metadata database is reachable: the scheduler's or API server's host), every value the "
+        "run stored, who holds each, and which nobody claimed.",
+    )
+    holders.add_argument("handle", metavar="HANDLE", nargs="?", help=handle_help)
+    holders.add_argument("--dag", help="a DAG id: list the values of one of its runs")
+    holders.add_argument("--run", dest="run_id", help="the run id (with --dag)")
+    holders.add_argument("--task", help="only what this task produced or claimed (with --dag)")
+    holders.add_argument("--map-index", type=int, help="only this mapped index of --task")
     holders.add_argument("--json", action="store_true", help="print the claim records as JSON")
     holders.set_defaults(run=_holders)
 
