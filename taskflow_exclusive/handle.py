@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
     from taskflow_exclusive.signing import SigningKeys
 
-__all__ = ["ExclusiveHandle"]
+__all__ = ["HANDLE_CLASS", "ExclusiveHandle"]
+
+#: The class path Airflow's XCom serde records for a handle (``__classname__``).
+HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -49,11 +49,10 @@ import json
 from typing import Any
 
 from taskflow_exclusive.errors import MalformedRecordError
-from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.handle import HANDLE_CLASS, ExclusiveHandle
 
 __all__ = ["ACCEPTED_FORMS", "envelope", "parse_handle", "reference_row", "ui_text"]
 
-HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 # What ExclusiveXCom (taskflow_exclusive.airflow.xcom) writes for an offloaded value; not imported
 # from there: that module imports Airflow.
 REFERENCE_MARKER = "__taskflow_exclusive__"

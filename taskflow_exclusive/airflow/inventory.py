@@ -47,6 +47,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from taskflow_exclusive.handle import HANDLE_CLASS
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -61,7 +63,6 @@ __all__ = [
     "run_inventory",
 ]
 
-HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 #: Task instance states that end a task for good: it will not run again unless cleared.
 FAILED_FOR_GOOD = frozenset({"failed"})
 OBJECT_STORE_LEDGER = "object store (beside the value)"

@@ -33,11 +33,12 @@ from __future__ import annotations
 import functools
 import logging
 
+from taskflow_exclusive.handle import HANDLE_CLASS
+
 __all__ = ["GRANT_CLASS", "HANDLE_CLASS", "allow_handle_deserialization"]
 
 log = logging.getLogger("taskflow_exclusive")
 
-HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 GRANT_CLASS = "taskflow_exclusive.grants.Grant"
 
 
