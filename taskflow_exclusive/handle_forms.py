@@ -49,7 +49,7 @@ import json
 from typing import Any
 
 from taskflow_exclusive.errors import MalformedRecordError
-from taskflow_exclusive.handle import HANDLE_CLASS, ExclusiveHandle
+from taskflow_exclusive.handle import HANDLE_CLASS, ExclusiveHandle, _json_type, _shown
 
 __all__ = ["ACCEPTED_FORMS", "envelope", "parse_handle", "reference_row", "ui_text"]
 
@@ -222,20 +222,3 @@ def _not_a_handle(where: str | None, problem: str) -> MalformedRecordError:
         where=where,
         problem=problem,
     )
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json_type(value: Any) -> str:
-    names = {
-        list: "array",
-        str: "string",
-        bool: "boolean",
-        type(None): "null",
-        int: "number",
-        float: "number",
-    }
-    return names.get(type(value), type(value).__name__)
