@@ -155,14 +155,19 @@ class Grant:
             return []
         return value_holders(self.handle, handoff_uri(self.uri, self.to_dag))
 
-    def require_handoff(self) -> None:
-        """Refuse (:class:`GrantRevokedError`) unless the value's hand-off record still stands."""
+    def require_handoff(self, holders: list[ClaimRecord] | None = None) -> None:
+        """Refuse (:class:`GrantRevokedError`) unless the value's hand-off record still stands.
+
+        ``holders``: the value's holders when the caller read them (an inline XCom's
+        ledger); by default they are read through the grant's handle.
+        """
         from taskflow_exclusive.consuming import value_holders
 
-        if self.handle is None:
-            return
+        if holders is None:
+            if self.handle is None:
+                return
+            holders = value_holders(self.handle)
         expected = handoff_consumer_id(self.to_dag, self.to_run, self.granted_by)
-        holders = value_holders(self.handle)
         if not any(record.consumer_id == expected for record in holders):
             held = ", ".join(repr(r.consumer_id) for r in holders) or "nobody"
             raise refused(

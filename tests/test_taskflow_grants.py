@@ -192,11 +192,16 @@ def test_an_xcom_offloaded_by_exclusive_xcom_is_handed_off_and_exclusive_mode_gu
         "key": "return_value",
     }
     assert rows["steal"][0]["holder"].startswith("handoff to grant_xcom_child by grant_xcom_parent/")
-    conf = {"rows": document, "results": str(tmp_path / "child")}
+    inline = rows["show_grant"][0]["inline"]
+    assert inline["handle"] is None and inline["uri"].endswith(".inline")  # granted by its content
+    assert (parent.task_state("steal_count"), parent.try_number("steal_count")) == ("failed", 1)
+    assert rows["steal_count"][0]["holder"].startswith("handoff to grant_xcom_child by grant_xcom_parent/")
+    conf = {"rows": document, "count": inline, "results": str(tmp_path / "child")}
     child = run_dag_in_subprocess(DAGS / "grant_xcom_child.py", conf=conf, env=env)
     seen = by_task(recorded(tmp_path / "child"))
     assert seen["load"] == [{"task": "load", "lines": 1000, "type": "bytes"}]
     assert seen["peek"] == [{"task": "peek", "lines": 1000}]  # granted: pulled from the parent's run
+    assert seen["tally"] == [{"task": "tally", "value": {"n": 3}}]  # an inline XCom, claimed once
     if exclusive_mode == "True":  # not granted: refused at once, retries unused
         assert (child.task_state("snoop"), child.try_number("snoop")) == ("failed", 1)
         assert seen["snoop"] == [{"task": "snoop", "error": "GrantNotInConfError"}]

@@ -96,8 +96,10 @@ def _grant_task(producer: Any, key: str, to: str, run_id: str | None, expires: t
 
     @task(task_id=f"grant_{named}_to_{to}", multiple_outputs=False)
     def hand_off(to_run: str | None = None) -> dict[str, Any]:
-        handle, xcom = _handle_in_xcom(producer.task_id, key)
+        handle, xcom, stored = _value_in_xcom(producer.task_id, key)
         expires_in = None if seconds is None else timedelta(seconds=seconds)
+        if handle is None:
+            return _grant_inline(xcom, stored, to, to_run or None, expires_in).to_dict()
         return grant_handle(handle, to, to_run=to_run or None, expires_in=expires_in, xcom=xcom).to_dict()
 
     output = hand_off(to_run=run_id)
@@ -105,12 +107,16 @@ def _grant_task(producer: Any, key: str, to: str, run_id: str | None, expires: t
     return output
 
 
-def _handle_in_xcom(task_id: str, key: str) -> tuple[ExclusiveHandle, dict[str, Any]]:
-    """The handle an XCom of this run carries: an @exclusive_task output, or an offloaded XCom."""
+def _value_in_xcom(task_id: str, key: str) -> tuple[ExclusiveHandle | None, dict[str, Any], Any]:
+    """``(handle, coordinates, stored row)`` of an XCom of this run.
+
+    The handle of an @exclusive_task output or of an XCom that ExclusiveXCom offloaded;
+    ``None`` for an inline XCom (granted by its content).
+    """
     from airflow.sdk.bases.xcom import BaseXCom
 
     from taskflow_exclusive.airflow._compat import stored_xcom_value
-    from taskflow_exclusive.airflow.xcom import _coordinates, _reference_in, _Wrapped
+    from taskflow_exclusive.airflow.xcom import _coordinates, _mentions_handles, _reference_in, _Wrapped
     from taskflow_exclusive.identity import running_task
 
     me = running_task()
@@ -120,15 +126,44 @@ def _handle_in_xcom(task_id: str, key: str) -> tuple[ExclusiveHandle, dict[str, 
     stored = stored_xcom_value(**where)
     reference = _reference_in(stored, _coordinates(**where))
     if reference is not None:
-        return reference, where
-    value = None if stored is None else BaseXCom.deserialize_value(_Wrapped(stored))
-    if isinstance(value, ExclusiveHandle):
-        return value, where
-    what = "nothing" if stored is None else f"a {type(value).__name__}"
-    raise TypeError(
-        f"XCom {key!r} of task {task_id!r} holds {what}, not a value in storage: grant() hands off "
-        "one @exclusive_task output (use extract()['key'] for multiple_outputs, one grant per "
-        "value) or an XCom that ExclusiveXCom offloaded."
+        return reference, where, stored
+    if stored is None:
+        raise TypeError(f"XCom {key!r} of task {task_id!r} holds nothing: there is no value to grant.")
+    if _mentions_handles(stored):
+        value = BaseXCom.deserialize_value(_Wrapped(stored))
+        if isinstance(value, ExclusiveHandle):
+            return value, where, stored
+        raise TypeError(
+            f"XCom {key!r} of task {task_id!r} holds a {type(value).__name__} of handles: grant() "
+            "hands off one value (use extract()['key'] for multiple_outputs; a split=True list "
+            "cannot be granted whole)."
+        )
+    return None, where, stored
+
+
+def _grant_inline(
+    where: dict[str, Any], stored: Any, to: str, to_run: str | None, expires_in: timedelta | None
+) -> Grant:
+    """Hand off an inline XCom: the hand-off claim on its content, a grant naming its row."""
+    from taskflow_exclusive.airflow.xcom import _coordinates, _inline_claims
+    from taskflow_exclusive.grants import handoff_consumer_id, sign
+    from taskflow_exclusive.identity import default_consumer_id
+    from taskflow_exclusive.signing import signing_keys
+
+    keys = signing_keys()  # before anything is recorded
+    granter = default_consumer_id()
+    ledger, uri, digest = _inline_claims(_coordinates(**where), stored)
+    ledger.claim(uri, handoff_consumer_id(to, to_run, granter), 1)
+    return sign(
+        uri=uri,
+        sha256=digest,
+        handle=None,
+        xcom=where,
+        to_dag=to,
+        to_run=to_run,
+        granted_by=granter,
+        expires_in=expires_in,
+        keys=keys,
     )
 
 
@@ -148,8 +183,48 @@ def granted(name: str) -> Any:
 
 
 def claim_granted(name: str, consumer_id: str | None = None) -> Any:
-    """Inside a child task: claim the value granted as ``dag_run.conf[name]``; return it."""
-    return _accepted(name).claim(consumer_id)
+    """Inside a child task: claim the value granted as ``dag_run.conf[name]``; return it.
+
+    Works for every grant: a stored value (as ``Grant.claim()``) or an inline XCom, which is
+    read from the parent's run and checked against the grant's sha256 before it is returned.
+    """
+    grant = _accepted(name)
+    if grant.handle is not None:
+        return grant.claim(consumer_id)
+    return _claim_inline_grant(grant, consumer_id)
+
+
+def _claim_inline_grant(grant: Grant, consumer_id: str | None) -> Any:
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    from taskflow_exclusive.airflow._compat import stored_xcom_value
+    from taskflow_exclusive.airflow.xcom import _coordinates, _inline_claims, _unescaped, _Wrapped
+    from taskflow_exclusive.errors import IntegrityError, ObjectMissingError
+    from taskflow_exclusive.grants import handoff_uri
+    from taskflow_exclusive.identity import default_consumer_id
+
+    assert grant.xcom is not None  # a grant without a handle names an XCom (Grant.from_dict)
+    where = dict(grant.xcom)
+    stored = stored_xcom_value(**where)
+    if stored is None:
+        raise ObjectMissingError(
+            f"{grant.describe()} names XCom {where['key']!r} of task {where['task_id']!r} in run "
+            f"{where['run_id']!r} of DAG {where['dag_id']!r}, which no longer exists.",
+            uri=grant.uri,
+            written_on=None,
+        )
+    ledger, uri, digest = _inline_claims(_coordinates(**where), stored)
+    if (uri, digest) != (grant.uri, grant.sha256):
+        raise IntegrityError(
+            f"The XCom named by {grant.describe()} changed after it was granted (its content's "
+            "sha256 differs): the value was not returned.",
+            uri=grant.uri,
+            expected=grant.sha256,
+            actual=digest,
+        )
+    grant.require_handoff(ledger.holders(uri))
+    ledger.claim(handoff_uri(uri, grant.to_dag), consumer_id or default_consumer_id(), 1)
+    return BaseXCom.deserialize_value(_Wrapped(_unescaped(stored)))
 
 
 def _accepted(name: str) -> Grant:

@@ -70,6 +70,7 @@ from airflow.sdk.bases.xcom import BaseXCom
 from taskflow_exclusive.airflow._compat import stored_xcom_value
 
 if TYPE_CHECKING:
+    from taskflow_exclusive.claims.base import ClaimLedger
     from taskflow_exclusive.handle import ExclusiveHandle
     from taskflow_exclusive.storage.store import Store
 
@@ -579,17 +580,32 @@ def _key_folder(store: Store, where: _Coordinates) -> str:
 
 def _claim_inline(where: _Coordinates, stored: Any, consumer_id: str) -> None:
     """Claim an inline XCom: a claim record named after its coordinates and content."""
+    ledger, uri, _ = _inline_claims(where, stored)
+    ledger.claim(uri, consumer_id, 1)
+
+
+def _inline_claims(where: _Coordinates, stored: Any) -> tuple[ClaimLedger, str, str]:
+    """``(ledger, claim uri, sha256 of the content)`` of an inline XCom row.
+
+    The claim uri is ``<key folder>/<first 32 hex of the sha256>.inline`` in the
+    deployment's storage; the ledger is the deployment's claims setting.
+    """
     from taskflow_exclusive.claims import open_ledger
     from taskflow_exclusive.config import resolve_claims_url
 
     store = _xcom_store()
-    content = hashlib.sha256(json.dumps(stored, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    uri = store.uri(f"{_key_folder(store, where)}/{content}.inline")
+    digest = inline_digest(stored)
+    uri = store.uri(f"{_key_folder(store, where)}/{digest[:32]}.inline")
     claims = resolve_claims_url(None)
     ledger = open_ledger(
         claims.value if claims else None, store, source=claims.source if claims else "default"
     )
-    ledger.claim(uri, consumer_id, 1)
+    return ledger, uri, digest
+
+
+def inline_digest(stored: Any) -> str:
+    """The sha256 of an inline XCom row's stored JSON (keys sorted): what its claims and grants name."""
+    return hashlib.sha256(json.dumps(stored, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _mentions_handles(stored: Any) -> bool:

@@ -37,7 +37,13 @@ def grant_xcom_child():
             record(task="snoop", error=type(refused).__name__)
             raise
 
-    load() >> [peek(), snoop()]
+    @task
+    def tally() -> None:
+        from taskflow_exclusive.xcom import claim_task_xcom
+
+        record(task="tally", value=claim_task_xcom(granted="count"))
+
+    load() >> [peek(), snoop(), tally()]
 
 
 the_dag = grant_xcom_child()

@@ -1,8 +1,9 @@
 """A parent on a deployment running ExclusiveXCom: it hands an offloaded plain XCom to a child.
 
 ``rows`` is a plain @task whose value ExclusiveXCom offloads (bytes, which Airflow's serde
-cannot encode); ``grant`` hands that XCom to ``grant_xcom_child``; ``steal`` claims it
-afterwards through the XCom backend and is refused.
+cannot encode); ``count`` one that stays inline (a small dict). Both are granted to
+``grant_xcom_child``; ``steal`` and ``steal_count`` claim them afterwards through the XCom
+backend and are refused.
 """
 
 import pendulum
@@ -19,8 +20,12 @@ def grant_xcom_parent():
         return b"row\n" * 1000
 
     @task
-    def show_grant(document: dict) -> None:
-        record(task="show_grant", document=document)
+    def count() -> dict:
+        return {"n": 3}
+
+    @task
+    def show_grant(document: dict, inline: dict) -> None:
+        record(task="show_grant", document=document, inline=inline)
 
     @task
     def steal() -> None:
@@ -32,7 +37,18 @@ def grant_xcom_parent():
             record(task="steal", holder=refused.holder)
             raise
 
-    show_grant(grant(rows(), to="grant_xcom_child")) >> steal()
+    @task
+    def steal_count() -> None:
+        from taskflow_exclusive.xcom import claim_task_xcom
+
+        try:
+            claim_task_xcom("count")
+        except AlreadyClaimedError as refused:
+            record(task="steal_count", holder=refused.holder)
+            raise
+
+    shown = show_grant(grant(rows(), to="grant_xcom_child"), grant(count(), to="grant_xcom_child"))
+    shown >> [steal(), steal_count()]
 
 
 the_dag = grant_xcom_parent()
