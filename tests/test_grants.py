@@ -238,3 +238,18 @@ def test_any_change_to_a_signed_grant_is_refused(keys, file_url, data):
 def test_anything_that_is_not_a_grant_is_refused_as_malformed(value):
     with pytest.raises(MalformedRecordError):
         Grant.from_dict(value)
+
+
+def test_the_cli_shows_the_hand_off_and_who_holds_the_value_in_the_child(keys, file_url, capsys, tmp_path):
+    from taskflow_exclusive.cli.main import main
+
+    handle, document = _granted(file_url)
+    (tmp_path / "handle.json").write_text(handle.to_json())
+    assert main(["holders", f"@{tmp_path / 'handle.json'}"]) == 0
+    before = capsys.readouterr().out
+    assert f"'handoff to child by {PARENT}'" in before
+    assert "handed off to DAG child: not claimed there yet" in before
+    conf = {"orders": document}
+    accept(document, dag_id="child", run_id="c1", conf=conf).claim("child/c1/load/-1", conf=conf)
+    assert main(["holders", f"@{tmp_path / 'handle.json'}"]) == 0
+    assert "handed off to DAG child: held by 'child/c1/load/-1' since " in capsys.readouterr().out

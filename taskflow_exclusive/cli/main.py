@@ -112,7 +112,25 @@ def _holders(args: argparse.Namespace) -> int:
             f"  slot {record.slot}: {record.consumer_id!r} since {record.claimed_at.isoformat()} "
             f"(host {record.host}, pid {record.pid})"
         )
+    _print_handed_off(handle, records)
     return 0
+
+
+def _print_handed_off(handle: ExclusiveHandle, records: list[Any]) -> None:
+    """For a value handed to a triggered DAG: who holds it there (the child's side of the hand-off)."""
+    from taskflow_exclusive.consuming import value_holders
+    from taskflow_exclusive.grants import handoff_uris
+
+    for uri in handoff_uris(handle.uri, records):
+        dag = uri.rpartition("/")[2]
+        children = value_holders(handle, uri)
+        if not children:
+            print(f"  handed off to DAG {dag}: not claimed there yet")
+        for child in children:
+            print(
+                f"  handed off to DAG {dag}: held by {child.consumer_id!r} since "
+                f"{child.claimed_at.isoformat()} (host {child.host}, pid {child.pid})"
+            )
 
 
 def _usage(message: str) -> Exception:
