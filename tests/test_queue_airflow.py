@@ -194,4 +194,5 @@ def test_a_message_queue_trigger_watcher_serializes_as_our_trigger():
         "spec": "tfx_queue_conn",
         "queue_name": "orders",
         "poll_interval": 1.0,
+        "min_interval": 0.0,
     }

@@ -89,11 +89,19 @@ class QueueItemsTrigger(BaseTrigger):
 
 
 class ExclusiveQueueEventTrigger(BaseEventTrigger):
-    """One event per item, each item taken off the queue atomically by one trigger."""
+    """One event per item, each item taken off the queue atomically by one trigger.
 
-    def __init__(self, spec: str, queue_name: str, poll_interval: float = 1.0) -> None:
+    ``min_interval``: seconds to wait after each event. Airflow 3.3.2 made one DAG run of a burst
+    of events, and that run's ``triggering_asset_events`` held only the first of them: pace
+    the events (about twice the scheduler's loop) when every item needs its own run.
+    """
+
+    def __init__(
+        self, spec: str, queue_name: str, poll_interval: float = 1.0, min_interval: float = 0.0
+    ) -> None:
         super().__init__()
         self.spec, self.queue_name, self.poll_interval = spec, queue_name, float(poll_interval)
+        self.min_interval = float(min_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -102,6 +110,7 @@ class ExclusiveQueueEventTrigger(BaseEventTrigger):
                 "spec": withhold_secrets(self.spec),
                 "queue_name": self.queue_name,
                 "poll_interval": self.poll_interval,
+                "min_interval": self.min_interval,
             },
         )
 
@@ -115,6 +124,8 @@ class ExclusiveQueueEventTrigger(BaseEventTrigger):
             _, body = taken[0]
             item = QueueItem.from_json(body, where=queue.backend.describe())
             yield TriggerEvent({"queue": self.queue_name, "spec": queue.backend.spec, "item": item.to_dict()})
+            if self.min_interval:  # let the scheduler make a run of this event before the next comes
+                await asyncio.sleep(self.min_interval)
 
 
 def value_from_event(event: Any, consumer_id: str | None = None) -> Any:
