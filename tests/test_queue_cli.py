@@ -85,3 +85,17 @@ def test_an_expired_lease_shows_as_expired(queue_spec, queue_name):
     queue.lease(consumer_id="gone", seconds=0.05)
     time.sleep(0.1)
     assert "EXPIRED" in _run("show", queue_name, "--url", queue_spec).stdout
+
+
+def test_purging_a_queue_of_stored_values_shows_progress_on_a_terminal_only(queue_spec, queue_name, file_url):
+    from tests.test_cli import _run_on_a_terminal
+
+    queue = ExclusiveQueue(queue_spec, name=queue_name, storage=file_url, inline_max_bytes=0)
+    queue.put_many([f"value {n}" for n in range(40)])  # every value stored, one purge each
+    status, stdout, terminal = _run_on_a_terminal("queue", "purge", queue_name, "--url", queue_spec, "--yes")
+    assert status == 0 and "40 item(s) removed" in stdout
+    assert "removing stored values: 40 of 40" in terminal
+    queue.put_many(["again"] * 5)
+    piped = _run("purge", queue_name, "--url", queue_spec, "--yes")
+    assert piped.returncode == 0 and "5 item(s) removed" in piped.stdout
+    assert "removing stored values" not in piped.stderr

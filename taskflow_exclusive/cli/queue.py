@@ -21,8 +21,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -167,7 +169,9 @@ def _drop_dead(args: argparse.Namespace) -> int:
         args, f"This drops up to {count} dead letter(s) of queue {args.name!r} and their stored values"
     ):
         return 1
-    print(f"Dropped {queue.drop_dead(chosen)} dead letter(s) of queue {args.name!r}.")
+    with _progress("removing stored values") as progress:
+        dropped = queue.drop_dead(chosen, progress=progress)
+    print(f"Dropped {dropped} dead letter(s) of queue {args.name!r}.")
     return 0
 
 
@@ -180,8 +184,26 @@ def _purge(args: argparse.Namespace) -> int:
     )
     if not _confirmed(args, what):
         return 1
-    print(f"Purged queue {args.name!r}: {queue.purge()} item(s) removed.")
+    with _progress("removing stored values") as progress:
+        removed = queue.purge(progress=progress)
+    print(f"Purged queue {args.name!r}: {removed} item(s) removed.")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(what: str) -> Iterator[Any]:
+    """``progress(done, total)`` drawing a status line on a terminal's standard error (nothing when piped)."""
+    from taskflow_exclusive.cli.main import _Progress
+
+    line = _Progress(sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        line.show(f"{what}: {done} of {total}", force=done == total)
+
+    try:
+        yield progress
+    finally:
+        line.clear()
 
 
 def add_queue_commands(commands: Any) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,9 @@ from taskflow_exclusive.errors import (
 )
 from taskflow_exclusive.queues.base import AckOutcome, Leased, LeaseInfo, QueueBackend
 from taskflow_exclusive.queues.items import INLINE_MAX_BYTES, QueueItem, load_inline, pack
+
+#: ``progress(done, total)``: told how far a long operation is (the CLI draws a status line).
+Progress = Callable[[int, int], None]
 
 if TYPE_CHECKING:
     from taskflow_exclusive.formats.serializers import Serializer
@@ -256,13 +259,20 @@ class ExclusiveQueue:
         """Put dead letters (all by default) back at the tail, their deliveries forgotten."""
         return self.backend.requeue_dead(item_ids)
 
-    def drop_dead(self, item_ids: list[str] | None = None) -> int:
-        """Remove dead letters (all by default) and the stored values they point to."""
-        return self._purge_values(self.backend.drop_dead(item_ids))
+    def drop_dead(self, item_ids: list[str] | None = None, *, progress: Progress | None = None) -> int:
+        """Remove dead letters (all by default) and the stored values they point to.
 
-    def purge(self) -> int:
-        """Remove the whole queue and the stored values of its items; return how many items went."""
-        return self._purge_values(self.backend.purge())
+        ``progress(done, total)`` is called as the stored values are removed.
+        """
+        return self._purge_values(self.backend.drop_dead(item_ids), progress)
+
+    def purge(self, *, progress: Progress | None = None) -> int:
+        """Remove the whole queue and the stored values of its items; return how many items went.
+
+        The items leave Redis at once; ``progress(done, total)`` is called as their
+        stored values are removed (one storage round trip each).
+        """
+        return self._purge_values(self.backend.purge(), progress)
 
     def reap(self) -> int:
         """Put back every item whose lease expired (leasing does it too, 16 at a time)."""
@@ -271,14 +281,16 @@ class ExclusiveQueue:
     def stats(self) -> dict[str, int]:
         return self.backend.stats()
 
-    def _purge_values(self, bodies: list[bytes]) -> int:
-        for body in bodies:
+    def _purge_values(self, bodies: list[bytes], progress: Progress | None = None) -> int:
+        for done, body in enumerate(bodies, start=1):
             try:
                 item = self._item(body)
                 if item.handle is not None:
                     item.handle.purge()
             except Exception:
                 log.warning("Could not remove the stored value of a dropped queue item", exc_info=True)
+            if progress is not None:
+                progress(done, len(bodies))
         return len(bodies)
 
     def _item(self, body: bytes, item_id: str | None = None) -> QueueItem:
