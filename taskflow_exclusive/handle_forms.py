@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from taskflow_exclusive.errors import MalformedRecordError
@@ -199,9 +200,12 @@ def _from_ui_text(text: str, where: str | None) -> ExclusiveHandle:
     try:
         call = ast.parse(f"f({rest}", mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise _not_a_handle(where, "its UI text's fields are not name=value pairs") from None
+        call = None
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-        raise _not_a_handle(where, "its UI text's fields are not name=value pairs")
+        unquoted = _unquoted_fields(rest[:-1])  # Airflow 3.1 shows the values without quotes
+        if unquoted is None:
+            raise _not_a_handle(where, "its UI text's fields are not name=value pairs")
+        return ExclusiveHandle.deserialize(unquoted, int(version_text), where=where)  # checks it all
     fields: dict[str, Any] = {}
     for keyword in call.keywords:
         value = keyword.value
@@ -209,6 +213,37 @@ def _from_ui_text(text: str, where: str | None) -> ExclusiveHandle:
             raise _not_a_handle(where, f"its UI text's field {keyword.arg!r} is not a string, number or None")
         fields[str(keyword.arg)] = value.value
     return ExclusiveHandle.deserialize(fields, int(version_text), where=where)  # checks it all
+
+
+_FIELD_ORDER = ("format", *(f.name for f in dataclass_fields(ExclusiveHandle)))
+_NUMBERS = frozenset({"size", "max_claims"})
+
+
+def _unquoted_fields(text: str) -> dict[str, Any] | None:
+    """Airflow 3.1's UI text, ``format=...,uri=...,size=3,...``: fields in the handle's own order.
+
+    Each value runs to the next ``,<later field>=``; ``None`` is null, sizes are numbers.
+    Anything out of order or unknown gives ``None`` (refused by the caller).
+    """
+    fields: dict[str, Any] = {}
+    position, remaining = 0, list(_FIELD_ORDER)
+    while position < len(text):
+        name, equals, _ = text[position:].partition("=")
+        if not equals or name not in remaining:
+            return None
+        remaining = remaining[remaining.index(name) + 1 :]
+        start = position + len(name) + 1
+        ends = [i for i in (text.find(f",{later}=", start) for later in remaining) if i >= 0]
+        end = min(ends, default=len(text))
+        raw = text[start:end]
+        if raw == "None":
+            fields[name] = None
+        elif name in _NUMBERS and raw.isdigit():
+            fields[name] = int(raw)
+        else:
+            fields[name] = raw
+        position = end + 1
+    return fields or None
 
 
 # --- messages ----------------------------------------------------------------------------------

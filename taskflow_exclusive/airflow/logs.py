@@ -45,9 +45,15 @@ def import_airflow() -> None:
         root = logging.getLogger()
         handlers, level, filters = list(root.handlers), root.level, list(root.filters)
         showwarning = warnings.showwarning
+        # Airflow 3.1 imports alembic while importing itself, after pointing logging at standard
+        # output: alembic's INFO lines ("setup plugin ...") would land among the user's output.
+        alembic = logging.getLogger("alembic")
+        alembic_level = alembic.level
+        alembic.setLevel(max(alembic_level, logging.WARNING))
         try:
             importlib.import_module("airflow")
         finally:
+            alembic.setLevel(alembic_level)
             for handler in root.handlers[:]:
                 if handler not in handlers:
                     root.removeHandler(handler)

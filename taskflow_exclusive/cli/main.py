@@ -32,6 +32,7 @@ import logging
 import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -392,10 +393,19 @@ def _log_to_stderr(traceback: bool) -> None:
     from taskflow_exclusive.airflow.logs import import_airflow
 
     import_airflow()
+    if not traceback:
+        # Airflow 3.1 and SQLAlchemy warn about their own deprecations whenever a connection is
+        # read: nothing the operator can act on, so only --traceback shows them. (After the
+        # import: importing Airflow installs warning filters of its own.)
+        warnings.filterwarnings("ignore", module=r"(airflow|sqlalchemy)(\.|$)")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLineFormatter(traceback))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("taskflow_exclusive").setLevel(logging.INFO)
+    if not traceback:
+        # Airflow's own warnings when the CLI reads a connection outside a task (3.1: "empty
+        # cryptography key"): about Airflow's setup, not this command.
+        logging.getLogger("airflow").setLevel(logging.ERROR)
 
 
 class _OneLineFormatter(logging.Formatter):
