@@ -47,7 +47,7 @@ Example (outside Airflow, with explicit identities)::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -74,6 +74,7 @@ __all__ = [
     "accept",
     "grant_handle",
     "grants_in",
+    "hand_off",
     "handoff_consumer_id",
     "handoff_uri",
     "handoff_uris",
@@ -358,18 +359,49 @@ def grant_handle(
             value=type(handle).__name__,
             expected="ExclusiveHandle",
         )
-    keys = keys or signing_keys()
-    granter = granted_by or default_consumer_id()
-    _check_name("to_dag", to_dag)
-    record_claim(handle, handoff_consumer_id(to_dag, to_run, granter))
-    return sign(
+    return hand_off(
+        lambda consumer: record_claim(handle, consumer),
         uri=handle.uri,
         sha256=handle.sha256,
         handle=handle,
         xcom=xcom,
         to_dag=to_dag,
         to_run=to_run,
-        granted_by=granter,
+        granted_by=granted_by or default_consumer_id(),
+        expires_in=expires_in,
+        keys=keys,
+    )
+
+
+def hand_off(
+    record: Callable[[str], object],
+    *,
+    uri: str,
+    sha256: str,
+    handle: ExclusiveHandle | None,
+    xcom: Mapping[str, Any] | None,
+    to_dag: str,
+    to_run: str | None,
+    granted_by: str,
+    expires_in: timedelta | None,
+    keys: SigningKeys | None = None,
+) -> Grant:
+    """The one order of every hand-off: key and addressee checked, ``record(hand-off id)``, then signed.
+
+    ``record`` claims the value for the hand-off in its ledger (a handle's, or an inline
+    XCom's); nothing is recorded when no key is configured or the addressee is not a DAG id.
+    """
+    keys = keys or signing_keys()
+    _check_name("to_dag", to_dag)
+    record(handoff_consumer_id(to_dag, to_run, granted_by))
+    return sign(
+        uri=uri,
+        sha256=sha256,
+        handle=handle,
+        xcom=xcom,
+        to_dag=to_dag,
+        to_run=to_run,
+        granted_by=granted_by,
         expires_in=expires_in,
         keys=keys,
     )

@@ -146,24 +146,20 @@ def _grant_inline(
 ) -> Grant:
     """Hand off an inline XCom: the hand-off claim on its content, a grant naming its row."""
     from taskflow_exclusive.airflow.xcom import _coordinates, _inline_claims
-    from taskflow_exclusive.grants import handoff_consumer_id, sign
+    from taskflow_exclusive.grants import hand_off
     from taskflow_exclusive.identity import default_consumer_id
-    from taskflow_exclusive.signing import signing_keys
 
-    keys = signing_keys()  # before anything is recorded
-    granter = default_consumer_id()
     ledger, uri, digest = _inline_claims(_coordinates(**where), stored)
-    ledger.claim(uri, handoff_consumer_id(to, to_run, granter), 1)
-    return sign(
+    return hand_off(
+        lambda consumer: ledger.claim(uri, consumer, 1),
         uri=uri,
         sha256=digest,
         handle=None,
         xcom=where,
         to_dag=to,
         to_run=to_run,
-        granted_by=granter,
+        granted_by=default_consumer_id(),
         expires_in=expires_in,
-        keys=keys,
     )
 
 
