@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -52,20 +53,23 @@ def running_task() -> TaskInstanceId | None:
     return current_host().running_task()
 
 
-def _user() -> str:
+@functools.lru_cache(maxsize=1)
+def _user_at_host() -> str:
+    """``<user>@<host>`` of this process, asked once (getpass reads four variables, then pwd)."""
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except Exception:  # no login name in some containers
-        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "user"
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "user"
+    return f"{user}@{socket.gethostname()}"
 
 
 def local_consumer_id() -> str:
     """The consumer id used outside Airflow: ``local:<user>@<host>``."""
-    return f"local:{_user()}@{socket.gethostname()}"
+    return f"local:{_user_at_host()}"
 
 
 def local_producer_id() -> str:
-    return f"local:{_user()}@{socket.gethostname()} pid {os.getpid()}"
+    return f"local:{_user_at_host()} pid {os.getpid()}"
 
 
 def default_consumer_id() -> str:

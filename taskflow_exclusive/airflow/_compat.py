@@ -28,10 +28,11 @@ URL-encodes the values, 3.1.8 does not, which ``claims_view.selected_run`` reads
 no Airflow import differs); ``GetUserDep`` (bearer token, else the UI's ``_token`` cookie) and
 ``requires_access_dag`` in ``airflow.api_fastapi.core_api.security``; ``DagAccessEntity``;
 ``XComModel``, ``TaskInstance`` and ``create_session`` for the inventory.
-Only :func:`allow_in_serde` on 3.1 and 3.2 touches a private Airflow name
-(serde's ``_extra_allowed``): those releases have no public way for a library
-to allow a class in its own process. Everything else is public, only found in
-different modules.
+Two uses touch private Airflow names: :func:`allow_in_serde` on 3.1 and 3.2
+(serde's ``_extra_allowed``: those releases have no public way for a library
+to allow a class in its own process), and :func:`dag_run_count` (the task
+runner's ``get_dr_count``: a trigger has no public way to count a DAG's runs).
+Everything else is public, only found in different modules.
 
 Example::
 
@@ -50,6 +51,7 @@ from typing import Any
 __all__ = [
     "airflow_conf",
     "allow_in_serde",
+    "dag_run_count",
     "integrate_task_plugins",
     "serde_deserialize",
     "serde_module",
@@ -184,3 +186,15 @@ def message_queue_provider_base() -> type:
     except ImportError:
         return object
     return BaseMessageQueueProvider
+
+
+def dag_run_count(dag_id: str) -> int:
+    """How many runs ``dag_id`` has, asked from a trigger or a task through the supervisor.
+
+    Private: ``RuntimeTaskInstance.get_dr_count`` of the task SDK's task runner
+    sends ``GetDRCount``, which the triggerer's supervisor answers through the
+    execution API (checked on 3.1.8 and 3.3.2; a trigger calls it in a thread).
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    return int(RuntimeTaskInstance.get_dr_count(dag_id=dag_id))

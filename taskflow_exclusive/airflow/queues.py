@@ -11,7 +11,8 @@
   task instance takes up the leases its earlier try still held (an item whose
   function raised stays leased to it for its retry; without a retry the lease
   expires and another consumer gets the item). Run a pool with
-  ``drain.expand(worker=range(4))``: each item goes to one of them.
+  ``drain.expand(worker=list(range(4)))``: each item goes to one of them (a
+  list: Airflow 3.3 serializes a ``range`` as its text and maps over its 11 characters).
 - :class:`WaitForQueueItems`: a deferrable operator that waits in the
   triggerer (no worker slot) until the queue holds ``min_items``
   (``queue_name=``: ``queue`` is every operator's executor queue).
@@ -28,7 +29,7 @@ Example::
     def ship(order, worker):
         ...
 
-    orders() >> ship.expand(worker=range(4))
+    orders() >> ship.expand(worker=list(range(4)))
 """
 
 from __future__ import annotations
@@ -58,14 +59,25 @@ def _values(result: Any) -> Iterable[Any]:
 
 
 def queue_producer(
-    python_callable: Callable | None = None, *, queue: str, spec: str | None = None, **task_kwargs: Any
+    python_callable: Callable | None = None,
+    *,
+    queue: str,
+    spec: str | None = None,
+    inline_max_bytes: int | None = None,
+    **task_kwargs: Any,
 ) -> Any:
-    """Make a TaskFlow task that puts every value its function returns or yields on ``queue``."""
+    """Make a TaskFlow task that puts every value its function returns or yields on ``queue``.
+
+    ``inline_max_bytes``: values whose serialized bytes fit ride inside the item (default:
+    :data:`~taskflow_exclusive.queues.items.INLINE_MAX_BYTES`); ``0`` stores every value, so
+    only handles travel through Redis and event payloads.
+    """
+    options = {} if inline_max_bytes is None else {"inline_max_bytes": inline_max_bytes}
 
     def decorate(function: Callable) -> Any:
         @functools.wraps(function)
         def produce(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            target = _open(queue, spec)
+            target = _open(queue, spec, **options)
             batch: list[Any] = []
             count = 0
             for value in _values(function(*args, **kwargs)):

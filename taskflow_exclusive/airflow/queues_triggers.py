@@ -91,17 +91,28 @@ class QueueItemsTrigger(BaseTrigger):
 class ExclusiveQueueEventTrigger(BaseEventTrigger):
     """One event per item, each item taken off the queue atomically by one trigger.
 
-    ``min_interval``: seconds to wait after each event. Airflow 3.3.2 made one DAG run of a burst
-    of events, and that run's ``triggering_asset_events`` held only the first of them: pace
-    the events (about twice the scheduler's loop) when every item needs its own run.
+    ``dag_id``: the DAG scheduled on this watcher's asset. Given, the trigger takes the next
+    item only once the scheduler has made a new run of that DAG, so every item gets a run
+    of its own. Airflow puts the asset events that arrive before its scheduler loop into one
+    run, and (3.3.2) that run's ``triggering_asset_events`` holds only the *first* of them;
+    the others wait for the next run. While the DAG cannot get a new run (paused, or at
+    ``max_active_runs``) items stay in the queue.
+
+    ``min_interval``: seconds to wait after each event, when ``dag_id`` is not given.
     """
 
     def __init__(
-        self, spec: str, queue_name: str, poll_interval: float = 1.0, min_interval: float = 0.0
+        self,
+        spec: str,
+        queue_name: str,
+        poll_interval: float = 1.0,
+        min_interval: float = 0.0,
+        dag_id: str | None = None,
     ) -> None:
         super().__init__()
         self.spec, self.queue_name, self.poll_interval = spec, queue_name, float(poll_interval)
         self.min_interval = float(min_interval)
+        self.dag_id = dag_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -111,12 +122,14 @@ class ExclusiveQueueEventTrigger(BaseEventTrigger):
                 "queue_name": self.queue_name,
                 "poll_interval": self.poll_interval,
                 "min_interval": self.min_interval,
+                "dag_id": self.dag_id,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         queue = await asyncio.to_thread(_queue, self.spec, self.queue_name)
         while True:
+            runs_before = await self._runs()
             taken = await asyncio.to_thread(queue.backend.pop, 1)
             if not taken:
                 await asyncio.sleep(self.poll_interval)
@@ -124,8 +137,34 @@ class ExclusiveQueueEventTrigger(BaseEventTrigger):
             _, body = taken[0]
             item = QueueItem.from_json(body, where=queue.backend.describe())
             yield TriggerEvent({"queue": self.queue_name, "spec": queue.backend.spec, "item": item.to_dict()})
-            if self.min_interval:  # let the scheduler make a run of this event before the next comes
+            if runs_before is not None:
+                await self._until_new_run(runs_before, item.id)
+            elif self.min_interval:  # let the scheduler make a run of this event before the next comes
                 await asyncio.sleep(self.min_interval)
+
+    async def _runs(self) -> int | None:
+        if self.dag_id is None:
+            return None
+        from taskflow_exclusive.airflow._compat import dag_run_count
+
+        return await asyncio.to_thread(dag_run_count, self.dag_id)
+
+    async def _until_new_run(self, runs_before: int, item_id: str) -> None:
+        """Wait until the scheduler has made a run of ``dag_id`` for the event just fired."""
+        waited, reported = 0.0, 0.0
+        while (await self._runs() or 0) <= runs_before:
+            await asyncio.sleep(self.poll_interval)
+            waited += self.poll_interval
+            if waited - reported >= 60:
+                reported = waited
+                self.log.warning(
+                    "Queue %r: item %s has waited %.0f s for a new run of DAG %r; the next items stay "
+                    "in the queue until it comes (is the DAG paused, or at max_active_runs?).",
+                    self.queue_name,
+                    item_id,
+                    waited,
+                    self.dag_id,
+                )
 
 
 def value_from_event(event: Any, consumer_id: str | None = None) -> Any:

@@ -28,8 +28,8 @@ import binascii
 import hashlib
 import io
 import json
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +43,7 @@ from taskflow_exclusive.formats.serializers import (
     no_serializer_error,
 )
 from taskflow_exclusive.handle import ExclusiveHandle
+from taskflow_exclusive.identity import local_producer_id, running_task
 
 if TYPE_CHECKING:
     from taskflow_exclusive.publishing import ExclusiveOutput
@@ -58,8 +59,8 @@ _INLINE_FIELDS = frozenset({"serializer", "compression", "size", "sha256", "data
 
 
 def new_item_id() -> str:
-    """A fresh item id: 32 hex digits (a random UUID), never reused."""
-    return uuid.uuid4().hex
+    """A fresh item id: 32 hex digits (128 random bits from the OS), never reused."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,10 @@ def pack(
     producer: str | None = None,
 ) -> QueueItem:
     """Make the item for ``value``: inline when it fits, else published through ``output``."""
-    from taskflow_exclusive.identity import local_producer_id, running_task
-    from taskflow_exclusive.publishing import ExclusiveOutput
+    if output is None:
+        from taskflow_exclusive.publishing import ExclusiveOutput
 
-    output = output if output is not None else ExclusiveOutput()
+        output = ExclusiveOutput()
     if producer is None:
         task = running_task()
         producer = task.producer_id if task is not None else local_producer_id()

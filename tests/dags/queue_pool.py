@@ -38,7 +38,7 @@ def queue_pool():
             try_number=ti.try_number,
         )
 
-    orders() >> ship.expand(worker=range(4))
+    orders() >> ship.expand(worker=list(range(4)))
 
 
 the_dag = queue_pool()

@@ -24,12 +24,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
 import taskflow_exclusive.examples
 from tests.conftest import S3_CONN_ID, service_unavailable
+from tests.ledgers import with_query
+from tests.queue_fixtures import QUEUE_REDIS_URL
 from tests.system.deployment import (
     RECORDS_ENV,
     Deployment,
@@ -59,6 +62,7 @@ DAG_FILES = {
     "sys_split_mapped": DAGS / "split_mapped.py",
     "sys_multiple_outputs": DAGS / "multiple_outputs.py",
     "orders_handoff": EXAMPLES / "orders_handoff.py",
+    "sys_queue_pool": DAGS / "queue_pool.py",
 }
 # deployed and unpaused but never triggered by the tests: their parents trigger them
 TRIGGERED_DAG_FILES = {"orders_report": EXAMPLES / "orders_report.py"}
@@ -112,6 +116,15 @@ def _celery_settings(redis_db: int, key_prefix: str, database: str) -> dict[str,
     }
 
 
+def queue_prefix(kind: str) -> str:
+    """The key prefix of a deployment's work queues (on the shared Redis at ``TFX_QUEUE_REDIS_URL``)."""
+    return f"tfx_sys_{SESSION}_{kind}_queues"
+
+
+def _db_of(url: str) -> int:
+    return int(urlsplit(url).path.strip("/") or 0)
+
+
 def _run_everything(deployment: Deployment, dag_ids: list[str], records: Records) -> dict[str, FinishedRun]:
     """Trigger one run of every DAG at once, wait for all of them, collect what they did."""
     deployment.wait_for_dags([*dag_ids, *TRIGGERED_DAG_FILES])
@@ -143,10 +156,13 @@ def deployed(request: pytest.FixtureRequest, s3_server, tmp_path_factory, system
         "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_STORAGE_URL": storage_url,
         RECORDS_ENV: records.url,
         "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_SIGNING_SECRET": SIGNING_SECRET,
+        # the work queue of sys_queue_pool: the shared Redis, keys under this deployment's prefix
+        "AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_QUEUE_URL": with_query(QUEUE_REDIS_URL, prefix=queue_prefix(kind)),
     }
     workers: list[Worker] = []
     database = f"tfx_sys_{SESSION}_{kind}"
     with contextlib.ExitStack() as cleanup:
+        cleanup.callback(delete_redis_keys, _db_of(QUEUE_REDIS_URL), f"{queue_prefix(kind)}:")
         if kind == "celery":
             if importlib.util.find_spec("airflow.providers.celery") is None:
                 service_unavailable("CeleryExecutor", "apache-airflow-providers-celery is not installed")

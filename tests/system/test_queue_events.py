@@ -4,8 +4,9 @@ Its own LocalExecutor deployment on a fresh PostgreSQL database, with an
 ``airflow triggerer`` (the other system tests run none). Items put on an
 ExclusiveQueue (shared Redis, own db and prefix) are taken by the asset
 watcher's ExclusiveQueueEventTrigger; every item must give exactly one asset
-event, and its value must reach exactly one DAG run's task (Airflow puts the
-events queued between two scheduler loops into one run: runs <= items).
+event. With ``dag_id=`` each item must start a run of its own; the control, a
+trigger without it fed a burst, gets fewer runs than items (Airflow puts the
+events queued between two scheduler loops into one run).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def test_each_queue_item_starts_exactly_one_dag_run(tmp_path):
             env={
                 "TFX_QUEUE_EVENTS_SPEC": spec,
                 "TFX_QUEUE_EVENTS_RECORDS": str(records),
-                "TFX_QUEUE_EVENTS_MIN_INTERVAL": "3",
                 "AIRFLOW__TRIGGERER__CAPACITY": "100",
                 # watchers are registered when the DAG file is parsed while the DAG is unpaused
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -82,9 +82,9 @@ def test_each_queue_item_starts_exactly_one_dag_run(tmp_path):
             except DeploymentError as exc:
                 service_unavailable("the Airflow deployment", str(exc)[-2000:])
             values = [{"item": n, "pad": "p" * (n * 8000)} for n in range(ITEMS)]  # inline and stored
-            paced = ExclusiveQueue(spec, name="events")
+            one_each = ExclusiveQueue(spec, name="events")
             burst = ExclusiveQueue(spec, name="events_burst")
-            paced.put_many(values)
+            one_each.put_many(values)
             burst.put_many(values)
             deadline = time.monotonic() + 150 + 3 * ITEMS
             while time.monotonic() < deadline and len(_values(records, DAG_ID)) < ITEMS:
@@ -96,7 +96,8 @@ def test_each_queue_item_starts_exactly_one_dag_run(tmp_path):
             got = _values(records, DAG_ID)
             facts = (len(runs), [r["state"] for r in runs], deployment.log_tails())
             print(
-                f"paced: {ITEMS} items, {len(_events(deployment, 'events'))} asset events, {len(runs)} runs; "
+                f"dag_id=: {ITEMS} items, {len(_events(deployment, 'events'))} asset events, "
+                f"{len(runs)} runs; "
                 f"burst: {len(_events(deployment, 'events_burst'))} asset events, {len(burst_runs)} runs, "
                 f"{len(burst_got)} items seen by a run"
             )
@@ -106,10 +107,13 @@ def test_each_queue_item_starts_exactly_one_dag_run(tmp_path):
             assert sorted(v["item"] for v in got) == list(range(ITEMS)), facts  # each item in one run
             assert all(v in values for v in got)
             assert {r["state"] for r in runs} == {"success"}, facts
-            assert len(runs) == ITEMS and len(paced) == 0 and len(burst) == 0  # paced: one run per item
-            # a burst: Airflow made fewer runs than events, and no item reached two runs
+            per_run = [len(json.loads(p.read_text())["values"]) for p in (records / DAG_ID).glob("*.json")]
+            assert per_run == [1] * ITEMS, per_run
+            assert len(runs) == ITEMS and len(one_each) == 0 and len(burst) == 0  # dag_id=: one run per item
+            # the control, a burst without dag_id=: Airflow made fewer runs than events (each run
+            # sees the first event queued since the last run), and no item reached two runs
             burst_items = [v["item"] for v in burst_got]
-            assert len(burst_items) == len(set(burst_items)) and len(burst_runs) <= ITEMS
+            assert len(burst_items) == len(set(burst_items)) and len(burst_runs) < ITEMS, facts
         finally:
             deployment.stop()
             drop_database(database)

@@ -1,9 +1,10 @@
 """Event-driven: DAG runs started by asset watchers on ExclusiveQueues, each item in one run.
 
-Two DAGs, two queues: ``sys_queue_events`` whose trigger waits
-``TFX_QUEUE_EVENTS_MIN_INTERVAL`` seconds after each event (one run per item),
-and ``sys_queue_events_burst`` whose trigger fires as fast as items come (Airflow
-makes fewer runs than events). The queue's Redis comes from
+Two DAGs, two queues: ``sys_queue_events`` whose trigger names the DAG
+(``dag_id=``: it takes the next item once the scheduler has made a run for the
+last one, so each item gets its own run), and ``sys_queue_events_burst`` whose
+trigger fires as fast as items come (the control: Airflow makes fewer runs than
+events). The queue's Redis comes from
 ``TFX_QUEUE_EVENTS_SPEC``; each run's task writes the values it got to
 ``TFX_QUEUE_EVENTS_RECORDS/<dag id>/<run id>.json`` (LocalExecutor: one machine).
 """
@@ -20,8 +21,10 @@ from taskflow_exclusive.airflow.queues_triggers import ExclusiveQueueEventTrigge
 SPEC = os.environ.get("TFX_QUEUE_EVENTS_SPEC", "redis://127.0.0.1:6379/14")
 
 
-def per_item_dag(dag_id: str, queue_name: str, min_interval: float):
-    trigger = ExclusiveQueueEventTrigger(SPEC, queue_name, poll_interval=0.2, min_interval=min_interval)
+def per_item_dag(dag_id: str, queue_name: str, one_run_each: bool):
+    trigger = ExclusiveQueueEventTrigger(
+        SPEC, queue_name, poll_interval=0.2, dag_id=dag_id if one_run_each else None
+    )
     items = Asset(
         f"tfx_{queue_name}", watchers=[AssetWatcher(name=f"tfx_{queue_name}_watcher", trigger=trigger)]
     )
@@ -48,7 +51,5 @@ def per_item_dag(dag_id: str, queue_name: str, min_interval: float):
     return events_dag()
 
 
-paced = per_item_dag(
-    "sys_queue_events", "events", float(os.environ.get("TFX_QUEUE_EVENTS_MIN_INTERVAL", "3"))
-)
-burst = per_item_dag("sys_queue_events_burst", "events_burst", 0.0)
+paced = per_item_dag("sys_queue_events", "events", one_run_each=True)
+burst = per_item_dag("sys_queue_events_burst", "events_burst", one_run_each=False)
