@@ -22,7 +22,7 @@ ITEMS = 24
 def sys_queue_pool():
     @queue_producer(queue="sys_pool")
     def orders():
-        yield from ({"order": n, "blob": "x" * (n * 2_000)} for n in range(ITEMS))
+        yield from ({"order": n, "blob": "x" * (n * 6_000)} for n in range(ITEMS))
 
     @queue_drain(queue="sys_pool", lease_seconds=120, retries=1, retry_delay=0)
     def ship(order: dict, worker: int) -> None:
@@ -31,7 +31,7 @@ def sys_queue_pool():
             record(order=3, failed_on_try=1)
             raise RuntimeError("fails once on item 3")
         time.sleep(0.3)
-        record(order=order["order"], intact=order["blob"] == "x" * (order["order"] * 2_000))
+        record(order=order["order"], intact=order["blob"] == "x" * (order["order"] * 6_000))
 
     orders() >> ship.expand(worker=list(range(4)))
 
