@@ -26,7 +26,7 @@ def test_a_producer_and_a_pool_of_four_drain_tasks_complete_each_item_once(
     monkeypatch.setenv(QUEUE_VARIABLE, queue_spec)
     result = run_dag(DAGS / "queue_pool.py", conf={"results": str(tmp_path)})
     assert result.task_state("orders") == "success", result.states
-    assert result.mapped_states("ship") == {i: "success" for i in range(4)}, result.states
+    assert result.mapped_states("ship") == dict.fromkeys(range(4), "success"), result.states
     rows = [r for r in by_task(recorded(tmp_path))["ship"] if "failed_on_try" not in r]
     assert Counter(r["order"] for r in rows) == Counter(range(20))  # each item completed once
     assert all(r["size"] == r["order"] * 10_000 for r in rows)  # inline and stored values alike
@@ -98,6 +98,56 @@ def test_event_triggers_sharing_a_queue_fire_one_event_per_item(queue_spec, file
     assert sorted(v["n"] for v in got) == list(range(30)) and all(v in values for v in got)
     assert queue.backend.spec == ExclusiveQueueEventTrigger(**triggers[0].serialize()[1]).spec
     assert "***" not in queue.backend.spec and len(queue) == 0
+
+
+def test_leased_events_redeliver_a_lost_event_and_refuse_its_stale_run(queue_spec, file_url):
+    """At least once: an event nobody takes comes again under a new token; the old one is refused."""
+    from taskflow_exclusive.airflow.queues_triggers import ExclusiveQueueEventTrigger, value_from_event
+    from taskflow_exclusive.errors import LeaseExpiredError
+
+    queue = ExclusiveQueue(queue_spec, name="leased", storage=file_url)
+    values = [{"n": 0, "pad": "inline"}, {"n": 1, "pad": "p" * 100_000}]  # inline and stored
+    queue.put_many(values)
+    trigger = ExclusiveQueueEventTrigger(queue.backend.spec, "leased", poll_interval=0.05, lease_seconds=0.6)
+    events: list[dict] = []
+
+    async def watch():
+        async for event in trigger.run():
+            events.append(event.payload)
+            if len(events) == 4:
+                return
+
+    asyncio.run(asyncio.wait_for(watch(), 20))  # 2 events, nobody takes them, 2 more after 0.6 s
+    first, second = events[:2], events[2:]
+    assert [e["item"]["id"] for e in first] == [e["item"]["id"] for e in second]
+    assert all(new["token"] > old["token"] for old, new in zip(first, second, strict=True))
+    for n, (stale, live) in enumerate(zip(first, second, strict=True)):
+        with pytest.raises(LeaseExpiredError, match="had ended before this run took it") as refused:
+            value_from_event(stale, consumer_id=f"stale-{n}")
+        assert refused.value.token == stale["token"] and refused.value.item_id == stale["item"]["id"]
+        assert value_from_event(live, consumer_id=f"run-{n}") == values[n]
+        assert value_from_event(live, consumer_id=f"run-{n}") == values[n]  # the run's retry
+    assert (len(queue), queue.in_flight(), queue.stats()["acked"]) == (0, [], 2)
+
+
+def test_an_event_fired_for_one_dag_is_refused_in_another(airflow_db, tmp_path, queue_spec):
+    queue = ExclusiveQueue(queue_spec, name="addressed")
+    queue.put_many(["for orders", "for this dag"])
+    first, second = (item.to_dict() for item in queue.peek(2))
+    event = {"queue": "addressed", "spec": queue.backend.spec}
+    conf = {
+        "results": str(tmp_path),
+        "elsewhere": {**event, "item": first, "dag_id": "orders"},
+        "here": {**event, "item": second, "dag_id": "queue_event_addressed"},
+    }
+    result = run_dag(DAGS / "queue_event_addressed.py", conf=conf)
+    assert result.task_state("take") == "success", result.states
+    refused, taken = recorded(tmp_path)
+    assert (
+        "fired for a run of DAG 'orders'" in refused["refused"]
+        and "queue_event_addressed" in refused["refused"]
+    )
+    assert taken == {"value": "for this dag"}
 
 
 def test_an_asset_event_extra_with_the_payload_inside_is_read_too(queue_spec):
@@ -196,4 +246,5 @@ def test_a_message_queue_trigger_watcher_serializes_as_our_trigger():
         "poll_interval": 1.0,
         "min_interval": 0.0,
         "dag_id": None,
+        "lease_seconds": None,
     }

@@ -110,6 +110,8 @@ def test_each_queue_item_starts_exactly_one_dag_run(tmp_path):
             per_run = [len(json.loads(p.read_text())["values"]) for p in (records / DAG_ID).glob("*.json")]
             assert per_run == [1] * ITEMS, per_run
             assert len(runs) == ITEMS and len(one_each) == 0 and len(burst) == 0  # dag_id=: one run per item
+            # lease_seconds=: each item was completed by its run's task, none left leased
+            assert (one_each.in_flight(), one_each.stats()["acked"]) == ([], ITEMS)
             # the control, a burst without dag_id=: Airflow made fewer runs than events (each run
             # sees the first event queued since the last run), and no item reached two runs
             burst_items = [v["item"] for v in burst_got]

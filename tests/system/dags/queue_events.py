@@ -2,7 +2,8 @@
 
 Two DAGs, two queues: ``sys_queue_events`` whose trigger names the DAG
 (``dag_id=``: it takes the next item once the scheduler has made a run for the
-last one, so each item gets its own run), and ``sys_queue_events_burst`` whose
+last one, so each item gets its own run; ``lease_seconds=``: each item stays
+leased until its run's task completes it), and ``sys_queue_events_burst`` whose
 trigger fires as fast as items come (the control: Airflow makes fewer runs than
 events). The queue's Redis comes from
 ``TFX_QUEUE_EVENTS_SPEC``; each run's task writes the values it got to
@@ -22,9 +23,12 @@ SPEC = os.environ.get("TFX_QUEUE_EVENTS_SPEC", "redis://127.0.0.1:6379/14")
 
 
 def per_item_dag(dag_id: str, queue_name: str, one_run_each: bool):
-    trigger = ExclusiveQueueEventTrigger(
-        SPEC, queue_name, poll_interval=0.2, dag_id=dag_id if one_run_each else None
-    )
+    if one_run_each:  # one run per item, delivered at least once (leased until the run takes it)
+        trigger = ExclusiveQueueEventTrigger(
+            SPEC, queue_name, poll_interval=0.2, dag_id=dag_id, lease_seconds=300
+        )
+    else:
+        trigger = ExclusiveQueueEventTrigger(SPEC, queue_name, poll_interval=0.2)
     items = Asset(
         f"tfx_{queue_name}", watchers=[AssetWatcher(name=f"tfx_{queue_name}_watcher", trigger=trigger)]
     )
