@@ -2,8 +2,8 @@
 
 Run::
 
-    .venv/bin/python bench/queue.py                       # default counts
-    .venv/bin/python bench/queue.py --items 2000 --large-items 40 --processes 1,16
+    .venv/bin/python bench/work_queue.py                       # default counts
+    .venv/bin/python bench/work_queue.py --items 2000 --large-items 40 --processes 1,16
 
 Rows (each beside its bare primitive on the same server, same values):
 
