@@ -8,8 +8,9 @@ The order matters, and each step refuses rather than guesses:
    for field. A forged handle pointing at any other object is refused
    before a claim is recorded.
 2. The claim is recorded atomically in the ledger that guards the value.
-3. The bytes are read and checked against ``size`` and ``sha256``; only then
-   are they decompressed and deserialized (pickle included).
+3. The bytes are read and checked against ``size`` and ``digest`` (BLAKE3, or
+   sha256 for a handle written before #13); only then are they decompressed
+   and deserialized (pickle included).
 
 Example::
 
@@ -112,16 +113,17 @@ def _verify_manifest(store: Store, paths: ObjectPaths, handle: ExclusiveHandle) 
             actual=str(exc),
         ) from exc
     if committed != handle:
+        promised, written = handle.to_dict(), committed.to_dict()  # either may lack a field (sha256)
         differing = sorted(
-            name for name, value in handle.to_dict().items() if committed.to_dict().get(name) != value
+            name for name in promised.keys() | written.keys() if promised.get(name) != written.get(name)
         )
         raise IntegrityError(
             f"The handle for {handle.uri} does not match the manifest its producer wrote "
             f"(fields {', '.join(differing)} differ): the handle was altered or forged. "
             "The value was not returned and no claim was recorded.",
             uri=handle.uri,
-            expected={name: committed.to_dict()[name] for name in differing},
-            actual={name: handle.to_dict()[name] for name in differing},
+            expected={name: written.get(name) for name in differing},
+            actual={name: promised.get(name) for name in differing},
         )
 
 
@@ -139,7 +141,7 @@ def load_verified(
     data = store.read_verified(
         paths.data,
         size=handle.size,
-        sha256=handle.sha256,
+        digest=handle.digest,
         uri=handle.uri,
         written_on=handle.host,
         writable=serializer.loads_in_place and not handle.compression,

@@ -3,11 +3,16 @@
 A grant is a small JSON document (it travels in a DAG run's ``conf``)::
 
     {"format": "taskflow-exclusive/grant/1",
-     "uri": ..., "sha256": ...,              the value (for a handle, its handle too)
+     "uri": ..., "digest": "blake3:...",     the value (for a handle, its handle too)
      "handle": {...} | null, "xcom": {...} | null,
      "to_dag": "child", "to_run": null,      the addressee (a run only when the parent fixes it)
      "granted_by": "parent/run/task/-1", "granted_at": ISO 8601, "expires_at": ISO 8601 | null,
      "key_id": "2026-11", "signature": HMAC-SHA256 of everything else}
+
+The value's digest is carried like a handle's
+(:mod:`taskflow_exclusive.storage.digests`): ``"digest": "blake3:<hex>"`` for a value
+written now, ``"sha256": "<hex>"`` for a value written before #13 and for an
+inline XCom (whose claims are named after the sha256 of its content).
 
 Handing off is two claims in the value's own ledger, each an atomic create:
 
@@ -64,6 +69,7 @@ from taskflow_exclusive.errors import (
 )
 from taskflow_exclusive.handle import ExclusiveHandle
 from taskflow_exclusive.signing import SigningKeys, canonical_json, signing_keys
+from taskflow_exclusive.storage.digests import digest_fields, digest_from_fields
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
@@ -84,7 +90,7 @@ __all__ = [
 ]
 
 GRANT_FORMAT = "taskflow-exclusive/grant/1"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HMAC_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HANDOFF = "handoff to "
 _DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")  # Airflow's own rule for DAG ids
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]{1,250}$")
@@ -100,7 +106,8 @@ class Grant:
     """
 
     uri: str
-    sha256: str
+    #: ``"blake3:<hex>"``, or ``"sha256:<hex>"`` (a value written before #13, an inline XCom).
+    digest: str
     handle: ExclusiveHandle | None
     xcom: Mapping[str, Any] | None
     to_dag: str
@@ -193,6 +200,7 @@ class Grant:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (what goes in ``conf``)."""
         data = asdict(self)
+        data.update(digest_fields(data.pop("digest")))
         data["handle"] = None if self.handle is None else self.handle.to_dict()
         data["xcom"] = None if self.xcom is None else dict(self.xcom)
         return {"format": GRANT_FORMAT, **data}
@@ -211,9 +219,12 @@ class Grant:
             raise _malformed(
                 where, f"not a taskflow-exclusive grant (format {found!r}, expected {GRANT_FORMAT!r})"
             )
-        names = {f.name for f in fields(cls)} | {"format"}
-        if set(data) != names:
-            missing, unknown = sorted(names - set(data)), sorted(map(str, set(data) - names))
+        names = {f.name for f in fields(cls)} - {"digest"} | {"format"}
+        digest, digest_problem = digest_from_fields(data)
+        carried = {"sha256"} if "sha256" in data else {"digest"}  # the digest's field (one of two)
+        if set(data) != names | carried:
+            missing = sorted(names - set(data))
+            unknown = sorted(map(str, set(data) - names - carried))
             raise _malformed(where, f"fields missing {missing}, unknown {unknown[:5]}")
         problems = [
             f"{name} is not a non-empty string"
@@ -225,9 +236,10 @@ class Grant:
             for name in ("to_run", "expires_at")
             if data[name] is not None and not (isinstance(data[name], str) and data[name])
         ]
-        for name in ("sha256", "signature"):
-            if not (isinstance(data[name], str) and _SHA256.match(data[name])):
-                problems.append(f"{name} is not 64 lowercase hex digits")
+        if digest_problem:
+            problems.append(digest_problem)
+        if not (isinstance(data["signature"], str) and _HMAC_SHA256.match(data["signature"])):
+            problems.append("signature is not 64 lowercase hex digits")
         for name in ("granted_at", "expires_at"):
             if isinstance(data[name], str) and _moment(data[name]) is None:
                 problems.append(f"{name} is not an ISO 8601 time with a time zone")
@@ -245,10 +257,11 @@ class Grant:
         handle = None
         if data["handle"] is not None:
             handle = ExclusiveHandle.from_dict(data["handle"], where=f"the handle in {where}")
-            if (handle.uri, handle.sha256) != (data["uri"], data["sha256"]):
-                raise _malformed(where, "its uri and sha256 differ from its handle's")
+            if (handle.uri, handle.digest) != (data["uri"], digest):
+                raise _malformed(where, "its uri and digest differ from its handle's")
         values = {name: data[name] for name in names - {"format", "handle"}}
-        return cls(handle=handle, **values)
+        assert digest is not None  # digest_problem is None
+        return cls(handle=handle, digest=digest, **values)
 
     # -- Airflow XCom serde hooks (a granted value passes from task to task in the child) ----
 
@@ -290,7 +303,7 @@ def handoff_uri(uri: str, to_dag: str) -> str:
 def sign(
     *,
     uri: str,
-    sha256: str,
+    digest: str,
     handle: ExclusiveHandle | None,
     xcom: Mapping[str, Any] | None,
     to_dag: str,
@@ -315,7 +328,7 @@ def sign(
     moment = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     draft = Grant(
         uri=uri,
-        sha256=sha256,
+        digest=digest,
         handle=handle,
         xcom=None if xcom is None else dict(xcom),
         to_dag=to_dag,
@@ -362,7 +375,7 @@ def grant_handle(
     return hand_off(
         lambda consumer: record_claim(handle, consumer),
         uri=handle.uri,
-        sha256=handle.sha256,
+        digest=handle.digest,
         handle=handle,
         xcom=xcom,
         to_dag=to_dag,
@@ -377,7 +390,7 @@ def hand_off(
     record: Callable[[str], object],
     *,
     uri: str,
-    sha256: str,
+    digest: str,
     handle: ExclusiveHandle | None,
     xcom: Mapping[str, Any] | None,
     to_dag: str,
@@ -396,7 +409,7 @@ def hand_off(
     record(handoff_consumer_id(to_dag, to_run, granted_by))
     return sign(
         uri=uri,
-        sha256=sha256,
+        digest=digest,
         handle=handle,
         xcom=xcom,
         to_dag=to_dag,

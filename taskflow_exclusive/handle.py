@@ -1,12 +1,24 @@
 """ExclusiveHandle: the small, JSON-able reference to a stored value that XCom carries.
 
 A handle says where the value is (``uri``), how to read it (``serializer``,
-``compression``), how to check it (``size``, ``sha256``), who wrote it and
+``compression``), how to check it (``size``, ``digest``), who wrote it and
 where (``producer``, ``host``, ``created_at``) and how it may be claimed
 (``max_claims``, ``claims``: the ledger that guards it, ``None`` for the
 object store itself). With a signing key configured it also carries
 ``key_id`` and ``signature`` (:meth:`signed`), which consumers check before
 touching the store. It holds no credentials.
+
+The digest names its algorithm (:mod:`taskflow_exclusive.storage.digests`):
+``handle.digest`` is ``"blake3:<64 hex>"`` for every value written now, and
+``"sha256:<64 hex>"`` for a handle written before taskflow-exclusive switched
+to BLAKE3 (#13). Such an old handle (JSON field ``"sha256": "<hex>"``) is still
+read, claimed and verified with sha256, and its JSON, manifest comparison and
+signature stay byte for byte what they were. New handles carry
+``"digest": "blake3:<hex>"`` instead, so a worker older than the switch refuses
+them with a clear "fields ['digest'] are unknown" error: upgrade every worker
+before the producers. ``handle.sha256`` is kept for code written against old
+handles: the hex digits of a sha256 handle, ``None`` for a BLAKE3 one; use
+``digest``.
 
 Example::
 
@@ -31,6 +43,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskflow_exclusive.errors import MalformedRecordError
+from taskflow_exclusive.storage.digests import digest_fields, digest_from_fields, digest_problem
 
 if TYPE_CHECKING:
     from taskflow_exclusive.claims.base import ClaimRecord
@@ -41,7 +54,7 @@ __all__ = ["HANDLE_CLASS", "ExclusiveHandle"]
 #: The class path Airflow's XCom serde records for a handle (``__classname__``).
 HANDLE_CLASS = "taskflow_exclusive.handle.ExclusiveHandle"
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HMAC_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,8 @@ class ExclusiveHandle:
     uri: str
     serializer: str
     size: int
-    sha256: str
+    #: ``"blake3:<64 hex>"`` (or ``"sha256:<64 hex>"`` for a handle written before #13).
+    digest: str
     producer: str
     created_at: str
     host: str
@@ -65,6 +79,24 @@ class ExclusiveHandle:
     FORMAT: ClassVar[str] = "taskflow-exclusive/handle/1"
     # Airflow's XCom serde records this next to serialize()'s data and passes it to deserialize().
     __version__: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        problem = digest_problem(self.digest)
+        if problem:
+            from taskflow_exclusive.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                f"ExclusiveHandle(digest={_shown(self.digest)}) {problem}.",
+                argument="digest",
+                value=_shown(self.digest),
+                expected="'blake3:<64 hex>' or 'sha256:<64 hex>'",
+            )
+
+    @property
+    def sha256(self) -> str | None:
+        """The hex sha256 of a handle written before #13; ``None`` for a BLAKE3 one (see ``digest``)."""
+        algorithm, _, hexdigest = self.digest.partition(":")
+        return hexdigest if algorithm == "sha256" else None
 
     # -- the consumer's API -----------------------------------------------------------------
 
@@ -131,8 +163,11 @@ class ExclusiveHandle:
 
         An unsigned handle has no ``key_id``/``signature`` keys at all, so it reads
         the same as before signatures existed (older workers refuse unknown fields).
+        The digest is ``"digest": "blake3:<hex>"``, or ``"sha256": "<hex>"`` for a
+        handle written before #13 (exactly as it was written).
         """
         data = {"format": self.FORMAT, **asdict(self)}
+        data.update(digest_fields(data.pop("digest")))
         if self.signature is None and self.key_id is None:
             del data["key_id"], data["signature"]
         return data
@@ -167,18 +202,21 @@ class ExclusiveHandle:
                 f"Not a taskflow-exclusive handle (format {_shown(found)}, expected {cls.FORMAT!r})",
                 uri,
             )
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"digest"}  # the digest is checked on its own
         problems = []
         missing = sorted(names - data.keys() - _OPTIONAL)
         if missing:
             problems.append(f"fields {missing} are missing")
-        unknown = sorted(str(k) for k in data.keys() - names - {"format"})
+        unknown = sorted(str(k) for k in data.keys() - names - {"format", "digest", "sha256"})
         if unknown:
             problems.append(f"fields {[_shown(k) for k in unknown][:5]} are unknown to this version")
+        digest, digest_problem = digest_from_fields(data)
+        if digest_problem:
+            problems.append(digest_problem)
         problems.extend(_field_problems({k: v for k, v in data.items() if k in names}))
         if problems:
             raise _malformed(where, "; ".join(problems), uri)
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(digest=digest, **{k: v for k, v in data.items() if k in names})
 
     @classmethod
     def from_json(cls, text: str | bytes, *, where: str | None = None) -> ExclusiveHandle:
@@ -242,14 +280,11 @@ def _field_problems(values: dict[str, Any]) -> list[str]:
     size = values.get("size")
     if "size" in values and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         problems.append(f"size is not a non-negative integer (got {_shown(size)})")
-    sha256 = values.get("sha256")
-    if "sha256" in values and not (isinstance(sha256, str) and _SHA256.match(sha256)):
-        problems.append(f"sha256 is not 64 lowercase hex digits (got {_shown(sha256)})")
     for name in ("compression", "claims", "key_id"):
         if values.get(name) is not None and not (isinstance(values[name], str) and values[name]):
             problems.append(f"{name} is not a non-empty string or null (got {_shown(values[name])})")
     signature = values.get("signature")
-    if signature is not None and not (isinstance(signature, str) and _SHA256.match(signature)):
+    if signature is not None and not (isinstance(signature, str) and _HMAC_SHA256.match(signature)):
         problems.append(f"signature is not 64 lowercase hex digits or null (got {_shown(signature)})")
     if (values.get("key_id") is None) != (signature is None):
         problems.append("key_id and signature must both be set or both be null")

@@ -32,7 +32,7 @@ Example::
 
     >>> from taskflow_exclusive.handle import ExclusiveHandle
     >>> handle = ExclusiveHandle(
-    ...     uri="file:///tmp/v/a.json", serializer="json", size=2, sha256="0" * 64,
+    ...     uri="file:///tmp/v/a.json", serializer="json", size=2, digest="blake3:" + "0" * 64,
     ...     producer="etl/run/extract/-1", created_at="2026-01-01T00:00:00+00:00", host="h",
     ... )
     >>> parse_handle(ui_text(handle)) == parse_handle(handle.to_json()) == handle

@@ -9,8 +9,9 @@ Steps, in order, so that nothing half-done is ever claimable:
 
 1. choose the serializer and check the storage and ledger can be used
    (errors here have written nothing);
-2. stream the serialized value to ``<folder>/<stem>.<ext>``, hashing as it goes
-   (a failure discards the partial object);
+2. stream the serialized value to ``<folder>/<stem>.<ext>``, hashing it (BLAKE3)
+   as it goes and, on a local disk, ``fsync``-ing it (a failure discards the
+   partial object);
 3. publish the manifest ``<stem>.manifest.json`` atomically: the commit point
    (if it cannot be written, the value is removed as well);
 4. return the :class:`ExclusiveHandle`.
@@ -162,12 +163,12 @@ class ExclusiveOutput:
             extension = f"{extension}.{codecs.extension_for(self.compression)}"
         paths = ObjectPaths(folder, new_stem(task.try_number if task else None), extension)
 
-        size, sha256 = store.write_stream(paths.data, self._dumper(serializer, value), names=names)
+        size, digest = store.write_stream(paths.data, self._dumper(serializer, value), names=names)
         handle = ExclusiveHandle(
             uri=store.uri(paths.data),
             serializer=serializer.name,
             size=size,
-            sha256=sha256,
+            digest=digest,
             producer=task.producer_id if task else local_producer_id(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             host=socket.gethostname(),

@@ -81,7 +81,8 @@ def test_handles_are_small_json_that_round_trip_and_carry_no_value(storage_url):
     assert len(carried) < 600
     assert "xxxx" not in carried
     data = json.loads(carried)
-    assert {"uri", "serializer", "size", "sha256", "producer", "created_at", "max_claims"} <= set(data)
+    assert {"uri", "serializer", "size", "digest", "producer", "created_at", "max_claims"} <= set(data)
+    assert data["digest"].startswith("blake3:") and "sha256" not in data
     assert ExclusiveHandle.from_json(carried) == handle
     assert pickle.loads(pickle.dumps(handle)) == handle
 

@@ -89,7 +89,7 @@ def test_the_inventory_lists_every_value_of_the_run_with_its_one_holder(orders_r
     value = inventory.value(extract.produced[0])
     assert value.uri.startswith(f"{storage}/{DAG_ID}/")
     assert (value.serializer, value.form, value.max_claims) == ("json", "handle", 1)
-    assert len(value.sha256) == 64 and value.size > 0
+    assert value.digest.startswith("blake3:") and len(value.digest) == 7 + 64 and value.size > 0
     assert value.producer.startswith(consumer(run_id, "extract"))
     assert value.holders[0].task_state == "success" and not value.stale
     assert inventory.unclaimed == [] and inventory.stale == [] and inventory.problems == ()
@@ -300,7 +300,7 @@ def test_a_viewer_reads_the_claims_as_json_metadata_only(api):
     assert body["can_release"] is False
     extract = next(v for v in body["values"] if v["task_id"] == "extract")
     assert [h["consumer_id"] for h in extract["holders"]] == [consumer(run_id, "split_by_region")]
-    assert set(extract) >= {"serializer", "size", "sha256", "uri", "created_at", "created_on", "holders"}
+    assert set(extract) >= {"serializer", "size", "digest", "uri", "created_at", "created_on", "holders"}
     for word in ("north", "12.25", "revenue"):  # the orders and summaries themselves: never
         assert word not in answer.text
 
@@ -409,7 +409,7 @@ def test_the_page_escapes_what_it_shows():
         serializer="json",
         compression=None,
         size=3,
-        sha256="0" * 64,
+        digest="blake3:" + "0" * 64,
         producer="etl/run1/extract/-1#try1",
         created_at="2026-01-01T00:00:00+00:00",
         created_on=evil,

@@ -197,15 +197,15 @@ def test_release_accepts_the_ui_text_and_frees_the_claim(claimed):
 
 def test_a_form_carrying_a_forged_handle_is_refused_like_its_json(claimed):
     handle, _ = claimed
-    forged = {**handle.to_dict(), "sha256": "not-a-digest", "uri": "file:///etc/passwd"}
+    forged = {**handle.to_dict(), "digest": "not-a-digest", "uri": "file:///etc/passwd"}
     for text in (
         json.dumps({**envelope(handle), "__data__": forged}),
         json.dumps({**reference_row(handle), "handle": forged}),
-        ui_text(handle).replace(handle.sha256, "not-a-digest"),
+        ui_text(handle).replace(handle.digest, "not-a-digest"),
     ):
         result = _run("holders", text)
         assert result.returncode == 1
-        assert "sha256 is not 64 lowercase hex digits" in _one_line_error(result)
+        assert "digest is not 'blake3:' followed by 64 lowercase hex digits" in _one_line_error(result)
 
 
 # --- one-line errors ----------------------------------------------------------------------------

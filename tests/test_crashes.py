@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+import blake3
 import pytest
 
 from taskflow_exclusive import AlreadyClaimedError, ExclusiveHandle, publish
@@ -36,7 +37,7 @@ STORAGES = ["file", "s3", "gcs"]
 class Payload:
     path: str
     size: int
-    sha256: str
+    digest: str  # blake3, what the library writes
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def payload(tmp_path_factory) -> Payload:
     data = random.Random(20261124).randbytes(size)
     path = tmp_path_factory.mktemp("crash") / "payload.bin"
     path.write_bytes(data)
-    return Payload(str(path), size, hashlib.sha256(data).hexdigest())
+    return Payload(str(path), size, "blake3:" + blake3.blake3(data).hexdigest())
 
 
 def _connections() -> dict[str, str]:
@@ -91,9 +92,9 @@ def test_a_producer_killed_during_a_large_write_never_leaves_a_partial_value_and
     store = Store.from_url(url)
     committed = _manifests(store)
     emitted = [ExclusiveHandle.from_json(run.handle_json) for run in runs if run.handle_json]
-    # Every manifest present points at complete data that verifies (size and sha256).
+    # Every manifest present points at complete data that verifies (size and digest).
     for handle in committed:
-        assert (handle.size, handle.sha256) == (payload.size, payload.sha256)
+        assert (handle.size, handle.digest) == (payload.size, payload.digest)
         assert len(load_verified(handle)) == payload.size
     # Every handle a producer emitted is committed (none was emitted for an incomplete write).
     assert {h.uri for h in emitted} <= {h.uri for h in committed}

@@ -56,7 +56,7 @@ def test_a_flipped_byte_raises_integrity_error_and_the_pickle_is_never_loaded(st
     flipped = bytearray(fs.cat_file(path))
     flipped[len(flipped) // 2] ^= 0x01
     fs.pipe_file(path, bytes(flipped))
-    with pytest.raises(IntegrityError, match="sha256") as raised:
+    with pytest.raises(IntegrityError, match="blake3 digest") as raised:
         handle.claim(consumer_id="c")
     assert raised.value.uri == handle.uri
     # Same size as promised, so only the checksum stands between this pickle and pickle.loads.
@@ -147,21 +147,19 @@ def test_a_handle_altered_to_match_other_bytes_is_refused_before_any_claim(stora
     fs, path = _fs_path(handle.uri)
     evil = json.dumps({"amount": 10_000}).encode()
     fs.pipe_file(path, evil)
-    import hashlib
+    from taskflow_exclusive.storage.digests import digest_of
 
-    forged = ExclusiveHandle.from_dict(
-        {**handle.to_dict(), "size": len(evil), "sha256": hashlib.sha256(evil).hexdigest()}
-    )
+    forged = ExclusiveHandle.from_dict({**handle.to_dict(), "size": len(evil), "digest": digest_of(evil)})
     with pytest.raises(IntegrityError, match="does not match the manifest") as raised:
         forged.claim(consumer_id="attacker")
-    assert "sha256" in str(raised.value) and "size" in str(raised.value)
+    assert "digest" in str(raised.value) and "size" in str(raised.value)
     assert forged.holders() == []  # the refused claim recorded nothing
 
 
 def test_malformed_handles_are_refused_with_what_is_wrong():
     with pytest.raises(MalformedRecordError, match="Not a taskflow-exclusive handle"):
         ExclusiveHandle.from_dict({"uri": "file:///x"})
-    with pytest.raises(MalformedRecordError, match="sha256 is not 64"):
+    with pytest.raises(MalformedRecordError, match="sha256 is not 64"):  # a handle of before #13
         ExclusiveHandle.from_dict(
             {
                 "format": ExclusiveHandle.FORMAT,
@@ -348,7 +346,7 @@ def test_large_values_read_in_place_are_checked_as_strictly(storage_url):
     data = bytearray(fs.cat_file(path))
     data[-1] ^= 0xFF
     fs.pipe_file(path, bytes(data))
-    with pytest.raises(IntegrityError, match="sha256"):
+    with pytest.raises(IntegrityError, match="blake3 digest"):
         handle.claim(consumer_id="c")
     fs.pipe_file(path, bytes(data) + b"extra")
     with pytest.raises(IntegrityError, match=f"more than {handle.size} bytes"):

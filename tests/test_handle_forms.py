@@ -30,7 +30,11 @@ handles = st.builds(
     ),
     serializer=printable.filter(bool),
     size=st.integers(0, 2**63),
-    sha256=st.text("0123456789abcdef", min_size=64, max_size=64),
+    digest=st.builds(
+        "{}:{}".format,
+        st.sampled_from(["blake3", "sha256"]),
+        st.text("0123456789abcdef", min_size=64, max_size=64),
+    ),
     producer=printable,
     created_at=printable,
     host=printable,
@@ -74,7 +78,7 @@ def test_the_helpers_produce_exactly_what_airflow_stores_and_shows():
         uri="file:///tmp/v/a.json",
         serializer="json",
         size=3,
-        sha256="a" * 64,
+        digest="blake3:" + "a" * 64,
         producer="etl/run/extract/-1",
         created_at="2026-01-01T00:00:00+00:00",
         host="worker-1",
@@ -152,7 +156,7 @@ def test_what_is_wrong_is_named(text, problem):
 
 def test_the_ui_text_is_read_as_literals_never_evaluated(tmp_path):
     marker = tmp_path / "evaluated"
-    good = ui_text(ExclusiveHandle("file:///v/a.json", "json", 1, "0" * 64, "p", "t", "h"))
+    good = ui_text(ExclusiveHandle("file:///v/a.json", "json", 1, "blake3:" + "0" * 64, "p", "t", "h"))
     for field in ("size=1", "uri='file:///v/a.json'"):
         attack = good.replace(field, f"{field.split('=')[0]}=open({str(marker)!r}, 'w')")
         with pytest.raises(MalformedRecordError, match="not a string, number or None"):
@@ -161,7 +165,7 @@ def test_the_ui_text_is_read_as_literals_never_evaluated(tmp_path):
 
 
 def test_a_newer_serde_version_is_refused_in_every_form_that_carries_one():
-    handle = ExclusiveHandle("file:///v/a.json", "json", 1, "0" * 64, "p", "t", "h")
+    handle = ExclusiveHandle("file:///v/a.json", "json", 1, "blake3:" + "0" * 64, "p", "t", "h")
     newer_envelope = {**envelope(handle), "__version__": 2}
     for text in (json.dumps(newer_envelope), ui_text(handle).replace("@version=1(", "@version=2(")):
         with pytest.raises(MalformedRecordError, match="newer than this taskflow-exclusive understands"):

@@ -64,7 +64,7 @@ def test_asset_outlets_record_which_task_stored_which_values(airflow_db, tmp_pat
     described = extra[EXTRA_KEY]
     assert described["count"] == 1
     assert [v["uri"] for v in described["values"]] == notes["extract"]["uris"]
-    assert [v["sha256"] for v in described["values"]] == notes["extract"]["sha256"]
+    assert [v["digest"] for v in described["values"]] == notes["extract"]["digests"]
     assert described["values"][0]["serializer"] == "json" and described["values"][0]["max_claims"] == 1
 
     [(task_id, extra)] = events[REGIONS]

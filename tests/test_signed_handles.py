@@ -57,10 +57,11 @@ def test_without_a_key_handles_are_unsigned_and_read_as_before(file_url, monkeyp
     [
         {"uri": "file:///nowhere/at/all/" + "0" * 32 + ".pickle"},
         {"max_claims": 5},
-        {"sha256": "f" * 64},
+        {"digest": "blake3:" + "f" * 64},
+        {"digest": "sha256:" + "f" * 64},
         {"key_id": "k1"},
     ],
-    ids=["uri", "max_claims", "sha256", "key_id"],
+    ids=["uri", "max_claims", "digest", "digest-algorithm", "key_id"],
 )
 def test_an_altered_signed_handle_is_refused_before_the_store_is_touched(keyring, file_url, change):
     handle = publish([1, 2], storage=file_url)

@@ -329,7 +329,7 @@ def test_an_interrupted_write_removes_the_partial_object_and_stops_the_worker(tm
         store.write_stream(f"{tmp_path}/x.bin", dump)
 
     assert _files(tmp_path) == []
-    assert not [t for t in threading.enumerate() if t.name == "taskflow-exclusive-sha256"]
+    assert not [t for t in threading.enumerate() if t.name == "taskflow-exclusive-digest"]
 
 
 def test_an_interrupt_while_draining_waits_for_the_worker_before_it_is_raised() -> None:
@@ -354,15 +354,15 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def test_the_digest_matches_hashlib_for_writes_of_every_size(tmp_path: Path) -> None:
-    import hashlib
+def test_the_digest_matches_blake3_for_writes_of_every_size(tmp_path: Path) -> None:
+    import blake3
 
     store = Store.from_url(f"file://{tmp_path}")
     pieces = [os.urandom(n) for n in (0, 1, 4095, MiB - 1, MiB, MiB + 1, 8 * MiB, 8 * MiB + 3, 17 * MiB)]
     size, digest = store.write_stream(f"{tmp_path}/x.bin", lambda f: [f.write(p) for p in pieces])
 
     whole = b"".join(pieces)
-    assert (size, digest) == (len(whole), hashlib.sha256(whole).hexdigest())
+    assert (size, digest) == (len(whole), "blake3:" + blake3.blake3(whole).hexdigest())
     assert (tmp_path / "x.bin").read_bytes() == whole
 
 
@@ -424,20 +424,28 @@ def test_the_first_publish_to_a_stopped_s3_server_raises_storage_write_error(
     _assert_unreachable(raised.value, f"s3://{conn_id}@{server.bucket}", server)
 
 
-def test_a_verified_read_into_a_map_can_release_it_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+def test_a_verified_read_into_a_map_can_release_it_at_once(tmp_path: Path, algorithm: str) -> None:
     import hashlib
+
+    import blake3
 
     store = Store.from_url(f"file://{tmp_path}")
     data = os.urandom(20 * MiB)  # read in 8 MiB chunks, hashed by the worker while the next is read
     (tmp_path / "x.bin").write_bytes(data)
+    reference = blake3.blake3(data) if algorithm == "blake3" else hashlib.sha256(data)
 
     buffer = store.read_verified(
-        f"{tmp_path}/x.bin", size=len(data), sha256=hashlib.sha256(data).hexdigest(), uri="x", writable=True
+        f"{tmp_path}/x.bin",
+        size=len(data),
+        digest=f"{algorithm}:{reference.hexdigest()}",
+        uri="x",
+        writable=True,
     )
 
     assert buffer[:] == data
     buffer.close()  # BufferError if the hashing worker still held a view of the map
-    assert not [t for t in threading.enumerate() if t.name == "taskflow-exclusive-sha256"]
+    assert not [t for t in threading.enumerate() if t.name == "taskflow-exclusive-digest"]
 
 
 def test_a_value_over_the_file_size_limit_raises_storage_write_error(tmp_path: Path) -> None:

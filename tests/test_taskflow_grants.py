@@ -79,7 +79,7 @@ def test_the_parent_hands_off_and_the_child_claims_in_both_styles(airflow_db, st
 @pytest.mark.parametrize(
     ("spoil", "error"),
     [
-        (lambda d: d.update(sha256="0" * 64), "GrantSignatureError"),
+        (lambda d: d.update(digest="blake3:" + "0" * 64), "GrantSignatureError"),
         (lambda d: d.update(signature="f" * 64), "GrantSignatureError"),
         (lambda d: d.update(to_run="someone-elses-run"), "GrantSignatureError"),
     ],
@@ -108,7 +108,7 @@ def test_an_expired_grant_is_refused(airflow_db, storage, tmp_path):
     record_claim(handle, handoff_consumer_id("grant_child", None, "test/r/grant/-1"))
     expired = sign(
         uri=handle.uri,
-        sha256=handle.sha256,
+        digest=handle.digest,
         handle=handle,
         xcom=None,
         to_dag="grant_child",

@@ -44,8 +44,8 @@ def test_a_tampered_handle_in_xcom_is_refused_when_rebuilt(memory_url):
     from taskflow_exclusive.airflow._compat import serde_serialize as serialize
 
     stored = serialize(publish("x", storage=memory_url))
-    stored["__data__"]["sha256"] = "not a checksum"
-    with pytest.raises(MalformedRecordError, match="sha256 is not 64 lowercase hex digits"):
+    stored["__data__"]["digest"] = "not a checksum"
+    with pytest.raises(MalformedRecordError, match="digest is not 'blake3:' followed by 64 lowercase hex"):
         deserialize(stored)
     stored["__version__"] = 99
     with pytest.raises(MalformedRecordError, match="upgrade taskflow-exclusive"):

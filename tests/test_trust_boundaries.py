@@ -45,7 +45,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
-valid_handle_dicts = st.fixed_dictionaries(
+_handle_dicts = st.fixed_dictionaries(
     {
         "format": st.just(ExclusiveHandle.FORMAT),
         "uri": st.text("0123456789abcdef", min_size=32, max_size=32).map(
@@ -62,6 +62,18 @@ valid_handle_dicts = st.fixed_dictionaries(
         "claims": st.none() | st.text(min_size=1, max_size=20),
     }
 )
+
+
+def _in_either_digest_form(drawn: tuple[dict, bool]) -> dict:
+    """A handle of before #13 (``sha256``), or one written now (``digest: blake3:...``)."""
+    data, current = drawn
+    if current:
+        data = {**data, "digest": "blake3:" + data["sha256"]}
+        del data["sha256"]
+    return data
+
+
+valid_handle_dicts = st.tuples(_handle_dicts, st.booleans()).map(_in_either_digest_form)
 
 
 @st.composite
@@ -129,12 +141,22 @@ def test_airflow_serde_versions_other_than_known_ints_are_malformed(data, versio
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("size", "1"), ("sha256", "A" * 64), ("uri", 5), ("serializer", 5), ("max_claims", 2**63),
+    [("size", "1"), ("digest", "blake3:" + "A" * 64), ("digest", "0" * 64), ("digest", "md5:" + "0" * 64),
+     ("digest", "sha256:" + "0" * 64), ("sha256", "0" * 64), ("uri", 5), ("serializer", 5),
+     ("max_claims", 2**63),
      ("max_claims", True), ("max_claims", 1.0), ("max_claims", 0), ("compression", 3), ("unknown", 1)],
 )  # fmt: skip
 def test_each_wrong_field_is_named_in_the_refusal(field, value):
     data = {**valid_handle(), field: value}
     with pytest.raises(MalformedRecordError, match=field) as refused:
+        ExclusiveHandle.from_dict(data, where="a test")
+    assert refused.value.where == "a test"
+
+
+def test_a_wrong_sha256_of_a_handle_of_before_13_is_named_in_the_refusal():
+    data = {**valid_handle(), "sha256": "A" * 64}
+    del data["digest"]
+    with pytest.raises(MalformedRecordError, match="sha256 is not 64 lowercase hex digits") as refused:
         ExclusiveHandle.from_dict(data, where="a test")
     assert refused.value.where == "a test"
 
@@ -152,7 +174,7 @@ def valid_handle() -> dict:
         "uri": f"memory:///fuzz/{'a' * 32}.json",
         "serializer": "json",
         "size": 1,
-        "sha256": "0" * 64,
+        "digest": "blake3:" + "0" * 64,
         "producer": "p",
         "created_at": "now",
         "host": "h",

@@ -285,10 +285,16 @@ def _values_table(values: list[StoredValue], can_release: bool, kind: str) -> st
     rows = "\n".join(_value_row(value, can_release) for value in values)
     return (
         f"<table class='values' data-kind='{kind}'><thead><tr>"
-        "<th>Produced by</th><th>XCom</th><th>Serializer</th><th>Size</th><th>sha256</th>"
+        "<th>Produced by</th><th>XCom</th><th>Serializer</th><th>Size</th><th>Digest</th>"
         "<th>Stored at</th><th>Created</th><th>Holders</th><th>Flags</th>"
         f"</tr></thead><tbody>\n{rows}\n</tbody></table>"
     )
+
+
+def _short_digest(digest: str) -> str:
+    """``blake3:1a2b3c4d5e6f`` for ``blake3:<64 hex>``: the algorithm and 12 hex digits."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:12]}"
 
 
 def _value_row(value: StoredValue, can_release: bool) -> str:
@@ -313,7 +319,7 @@ def _value_row(value: StoredValue, can_release: bool) -> str:
         f"<td>{places}<div class='sub'>{_e(value.form)}</div></td>"
         f"<td>{_e(value.serializer + codec)}</td>"
         f"<td title='{value.size} bytes'>{_e(_size(value.size))}</td>"
-        f"<td><code title='{_e(value.sha256)}'>{_e(value.sha256[:12])}…</code></td>"
+        f"<td><code title='{_e(value.digest)}'>{_e(_short_digest(value.digest))}…</code></td>"
         f"<td><code class='uri' title='{_e(value.uri)}'>{_e(_short_uri(value.uri))}</code>"
         f"<div class='sub'>ledger: {_e(value.ledger)}</div></td>"
         f"<td title='{_e(value.created_at)}'>{_e(_moment(value.created_at))}"

@@ -153,7 +153,7 @@ def _grant_inline(
     return hand_off(
         lambda consumer: ledger.claim(uri, consumer, 1),
         uri=uri,
-        sha256=digest,
+        digest=f"sha256:{digest}",  # an inline XCom's claims are named after its content's sha256
         handle=None,
         xcom=where,
         to_dag=to,
@@ -182,7 +182,7 @@ def claim_granted(name: str, consumer_id: str | None = None) -> Any:
     """Inside a child task: claim the value granted as ``dag_run.conf[name]``; return it.
 
     Works for every grant: a stored value (as ``Grant.claim()``) or an inline XCom, which is
-    read from the parent's run and checked against the grant's sha256 before it is returned.
+    read from the parent's run and checked against the grant's digest before it is returned.
     """
     grant = _accepted(name)
     if grant.handle is not None:
@@ -210,13 +210,13 @@ def _claim_inline_grant(grant: Grant, consumer_id: str | None) -> Any:
             written_on=None,
         )
     ledger, uri, digest = _inline_claims(_coordinates(**where), stored)
-    if (uri, digest) != (grant.uri, grant.sha256):
+    if (uri, f"sha256:{digest}") != (grant.uri, grant.digest):
         raise IntegrityError(
             f"The XCom named by {grant.describe()} changed after it was granted (its content's "
             "sha256 differs): the value was not returned.",
             uri=grant.uri,
-            expected=grant.sha256,
-            actual=digest,
+            expected=grant.digest,
+            actual=f"sha256:{digest}",
         )
     grant.require_handoff(ledger.holders(uri))
     ledger.claim(handoff_uri(uri, grant.to_dag), consumer_id or default_consumer_id(), 1)

@@ -137,7 +137,7 @@ class StoredValue:
     serializer: str
     compression: str | None
     size: int
-    sha256: str
+    digest: str  # "blake3:<hex>", or "sha256:<hex>" for a value written before #13
     producer: str
     created_at: str
     created_on: str
@@ -172,7 +172,7 @@ class StoredValue:
             "serializer": self.serializer,
             "compression": self.compression,
             "size": self.size,
-            "sha256": self.sha256,
+            "digest": self.digest,
             "producer": self.producer,
             "created_at": self.created_at,
             "created_on": self.created_on,
@@ -434,7 +434,7 @@ def _build(
                 serializer=handle.serializer,
                 compression=handle.compression,
                 size=handle.size,
-                sha256=handle.sha256,
+                digest=handle.digest,
                 producer=handle.producer,
                 created_at=handle.created_at,
                 created_on=handle.host,

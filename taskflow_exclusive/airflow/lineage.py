@@ -3,8 +3,8 @@
 Give the task Airflow's own ``outlets=`` (``@exclusive_task(outlets=[Asset("orders")])``)
 and, on each successful run, the asset event Airflow records for each
 :class:`~airflow.sdk.Asset` outlet carries the stored values in its
-``extra``: ``{"taskflow_exclusive": {"count": n, "values": [{"uri", "sha256", "size",
-"serializer", "max_claims"}, ...]}}`` (at most :data:`MAX_VALUES_LISTED`
+``extra``: ``{"taskflow_exclusive": {"count": n, "values": [{"uri", "digest", "size",
+"serializer", "max_claims"}, ...]}}`` (``digest`` is ``"blake3:<hex>"``) (at most :data:`MAX_VALUES_LISTED`
 values; URIs name a connection id, never a credential). The UI's asset graph
 then shows which task produced the asset, and each asset event which stored
 values that run produced. Without ``outlets`` nothing is added: lineage is
@@ -37,7 +37,7 @@ def lineage_extra(published: Any) -> dict[str, Any]:
     values = [
         {
             "uri": handle.uri,
-            "sha256": handle.sha256,
+            "digest": handle.digest,
             "size": handle.size,
             "serializer": handle.serializer,
             "max_claims": handle.max_claims,

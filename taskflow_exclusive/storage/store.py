@@ -3,18 +3,23 @@
 A :class:`Store` is one fsspec filesystem plus a base location. It knows
 nothing about claims or serializers; it moves bytes and guarantees that
 
-- a value is written once, in chunks, with its sha256 and size computed on
-  the way (never a second full copy in memory);
+- a value is written once, in chunks, with its digest (BLAKE3, see
+  :mod:`taskflow_exclusive.storage.digests`) and size computed on the way
+  (never a second full copy in memory), and on a local disk it is
+  ``fsync``-ed before :meth:`Store.write_stream` returns: a manifest
+  committed after it never points at data an OS crash could lose;
 - a failed or interrupted write leaves no committed value: the manifest that
   commits a value is published only after the data is complete, and the data
   of a failed write is discarded (an aborted multipart upload on S3);
 - a write the store refuses (full, read-only, a name too long, a file where a
   folder should be, a server that cannot be reached) raises
   :class:`StorageWriteError` saying what to fix, never a bare ``OSError``;
-- the sha256 is computed by one worker thread per write or read, which never
-  reads a buffer after the call that handed it over has returned or raised;
-- a read returns bytes only after their size and sha256 match what the
-  handle promises (:class:`IntegrityError` otherwise);
+- the digest of a streamed write (or chunked read) is computed by one worker
+  thread, which never reads a buffer after the call that handed it over has
+  returned or raised;
+- a read returns bytes only after their size and digest match what the
+  handle promises, with the algorithm the handle names (``blake3:`` or, for
+  values written before #13, ``sha256:``; :class:`IntegrityError` otherwise);
 - a read that cannot reach the store (refused connection, timeout, server
   error) raises :class:`ClaimStoreUnavailableError` naming the store, never a
   bare driver exception: nothing was handed out, and a retry is safe.
@@ -23,14 +28,13 @@ Example::
 
     >>> store = Store.from_url("memory://docs")
     >>> size, digest = store.write_stream("/docs/x.bin", lambda f: f.write(b"hello"))
-    >>> store.read_verified("/docs/x.bin", size=size, sha256=digest, uri="memory:///docs/x.bin")
+    >>> store.read_verified("/docs/x.bin", size=size, digest=digest, uri="memory:///docs/x.bin")
     b'hello'
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import logging
 import mmap
@@ -50,6 +54,7 @@ from taskflow_exclusive.errors import (
 )
 from taskflow_exclusive.faults import claim_failure
 from taskflow_exclusive.storage import atomic
+from taskflow_exclusive.storage.digests import ALGORITHM, algorithm_of, digest_of, new_hash
 from taskflow_exclusive.storage.filesystems import StorageLocation, filesystem_for, parse_storage_url
 
 if TYPE_CHECKING:
@@ -65,9 +70,9 @@ _INLINE_BELOW = 1 << 20  # smaller pieces are hashed inline: a hand-off would co
 
 
 class _Hasher:
-    """sha256 of a stream of chunks, hashed by one worker thread while the caller does I/O.
+    """The digest of a stream of chunks, hashed by one worker thread while the caller does I/O.
 
-    ``hashlib`` and file I/O both release the GIL, so the worker hashes chunk
+    ``blake3``, ``hashlib`` and file I/O all release the GIL, so the worker hashes chunk
     *k* while the caller writes it (or reads chunk *k+1*). The worker reads a
     submitted chunk *later*: the caller must keep every buffer it submits
     alive and unchanged until :meth:`drain` returns, and drains in a
@@ -77,8 +82,9 @@ class _Hasher:
     worker; one :class:`_Hasher` serves one write or read.
     """
 
-    def __init__(self) -> None:
-        self._sha256 = hashlib.sha256()
+    def __init__(self, algorithm: str = ALGORITHM) -> None:
+        self.algorithm = algorithm
+        self._hash = new_hash(algorithm)
         self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=2)
         self._worker: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -86,12 +92,12 @@ class _Hasher:
     def update(self, chunk: memoryview) -> None:
         """Hash ``chunk`` now, in this thread (after everything submitted before it)."""
         self.drain()
-        self._sha256.update(chunk)
+        self._hash.update(chunk)
 
     def submit(self, chunk: memoryview) -> None:
         """Hand ``chunk`` to the worker; it must stay unchanged until :meth:`drain` returns."""
         if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="taskflow-exclusive-sha256", daemon=True)
+            self._worker = threading.Thread(target=self._work, name="taskflow-exclusive-digest", daemon=True)
             self._worker.start()
         self._queue.put(chunk)  # blocks while the worker is two chunks behind
 
@@ -102,8 +108,8 @@ class _Hasher:
                 if chunk is None:
                     return
                 if self._failure is None:
-                    self._sha256.update(chunk)
-            except BaseException as exc:  # reported by hexdigest(); the worker keeps draining
+                    self._hash.update(chunk)
+            except BaseException as exc:  # reported by digest(); the worker keeps draining
                 self._failure = exc
             finally:
                 chunk = None  # hold no view of the caller's buffer once it may be released
@@ -137,11 +143,12 @@ class _Hasher:
         self._worker.join()
         self._worker = None
 
-    def hexdigest(self) -> str:
+    def digest(self) -> str:
+        """``algorithm:hex`` of everything hashed so far (after draining the worker)."""
         self.drain()
         if self._failure is not None:
-            raise RuntimeError("the sha256 worker failed; the digest is unknown") from self._failure
-        return self._sha256.hexdigest()
+            raise RuntimeError("the digest worker failed; the digest is unknown") from self._failure
+        return f"{self.algorithm}:{self._hash.hexdigest()}"
 
 
 class _HashingWriter(io.RawIOBase):
@@ -266,7 +273,10 @@ class Store:
     def write_stream(
         self, path: str, dump: Callable[[IO[bytes]], Any], *, names: Mapping[str, str] | None = None
     ) -> tuple[int, str]:
-        """Stream what ``dump(file)`` writes into ``path``; return ``(size, sha256)``.
+        """Stream what ``dump(file)`` writes into ``path``; return ``(size, digest)``.
+
+        ``digest`` is ``blake3:<hex>``. On a local disk the file is ``fsync``-ed
+        before it is closed, so it is as durable as the manifest that commits it.
 
         A write the store refuses (full, read-only, a name too long, a file
         where a folder should be, a server that cannot be reached) raises
@@ -289,8 +299,11 @@ class Store:
             dump(buffered)
             buffered.close()
             with self.writing(path, names):
+                if self.is_local:
+                    target.flush()
+                    os.fsync(target.fileno())  # durable before the manifest can commit it
                 target.close()
-            return hashing.size, hasher.hexdigest()
+            return hashing.size, hasher.digest()
         except BaseException:
             if hashing is not None:
                 hashing.abandon()  # what a codec still flushes when it is collected goes nowhere
@@ -500,28 +513,31 @@ class Store:
         path: str,
         *,
         size: int,
-        sha256: str,
+        digest: str,
         uri: str,
         written_on: str | None = None,
         writable: bool = False,
     ) -> bytes | mmap.mmap:
-        """The bytes at ``path``, returned only if their size and sha256 match.
+        """The bytes at ``path``, returned only if their size and digest match.
 
-        What is checked is exactly what is returned. By default the object is
+        ``digest`` is ``algorithm:hex`` (``blake3:`` or ``sha256:``, see
+        :mod:`taskflow_exclusive.storage.digests`); the bytes are hashed with that
+        algorithm. What is checked is exactly what is returned. By default the object is
         read in one call into ``bytes`` and then hashed (the fastest way to
-        end up with an immutable copy). With ``writable=True`` a large object
+        end up with an immutable copy; a large one on every core). With ``writable=True`` a large object
         is instead read in chunks into an anonymous memory map of the promised
         size (no zero-filling) while the chunks already read are hashed in the
         background: for loaders that keep using the buffer in place.
         """
+        algorithm = algorithm_of(digest)
         try:
             with self.reaching(path), self.fs.open(path, "rb") as source:
                 if not writable or size < _CHUNK:
                     data: bytes | mmap.mmap = source.read(size + 1)
                     filled, longer = min(len(data), size), len(data) > size
-                    actual = hashlib.sha256(data).hexdigest()
+                    actual = digest_of(data, algorithm) if len(data) == size else ""  # else: wrong size
                 else:
-                    data, filled, longer, actual = self._read_large(source, size)
+                    data, filled, longer, actual = self._read_large(source, size, algorithm)
         except FileNotFoundError as exc:
             raise self.missing(uri, written_on) from exc
         if filled != size or longer:
@@ -533,21 +549,21 @@ class Store:
                 expected=size,
                 actual=filled if not longer else f">{size}",
             )
-        if actual != sha256:
+        if actual != digest:
             raise IntegrityError(
-                f"{uri} does not match its handle's sha256 (expected {sha256}, found {actual}): "
-                "the object was altered after it was written. The value was not returned.",
+                f"{uri} does not match its handle's {algorithm} digest (expected {digest}, found "
+                f"{actual}): the object was altered after it was written. The value was not returned.",
                 uri=uri,
-                expected=sha256,
+                expected=digest,
                 actual=actual,
             )
         return data
 
     @staticmethod
-    def _read_large(source: IO[bytes], size: int) -> tuple[mmap.mmap, int, bool, str]:
+    def _read_large(source: IO[bytes], size: int, algorithm: str) -> tuple[mmap.mmap, int, bool, str]:
         buffer = mmap.mmap(-1, size)
         view = memoryview(buffer)
-        hasher = _Hasher()
+        hasher = _Hasher(algorithm)
         filled = 0
         try:
             while filled < size:
@@ -556,7 +572,7 @@ class Store:
                     break
                 hasher.submit(view[filled : filled + count])  # hashed while the next chunk is read
                 filled += count
-            actual = hasher.hexdigest()
+            actual = hasher.digest()
         finally:
             hasher.close()  # the worker reads the map: stop it before the view is released
             view.release()

@@ -27,7 +27,7 @@ def exclusive_lineage():
     @task
     def note(handle, name: str) -> None:
         handles = handle if isinstance(handle, list) else [handle]
-        record(task=name, uris=[h.uri for h in handles], sha256=[h.sha256 for h in handles])
+        record(task=name, uris=[h.uri for h in handles], digests=[h.digest for h in handles])
 
     note.override(task_id="note_extract")(extract(), "extract")
     note.override(task_id="note_regions")(regions(), "regions")

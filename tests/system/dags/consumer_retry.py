@@ -39,7 +39,7 @@ def sys_consumer_retry():
 
     @task
     def flaky_plain(handle: ExclusiveHandle) -> None:
-        record(value=handle.claim(), sha256=handle.sha256)
+        record(value=handle.claim(), digest=handle.digest)
         _fail_on_first_try()
 
     flaky_claimed.expand(item=produce_items())
