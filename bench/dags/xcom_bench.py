@@ -1,6 +1,7 @@
 """One task that pushes and pulls one XCom through the configured backend, and measures it.
 
-conf: {"kind": "bytes" | "dataframe" | "dicts", "out": path of the JSON result}
+conf: {"kind": "bytes" | "dataframe" | "dicts", "count": MiB | rows | dicts,
+       "out": path of the JSON result, "profile": optional path for cProfile stats of set + get_one}
 """
 
 import gc
@@ -20,18 +21,18 @@ def _status_kib(field):
     raise KeyError(field)
 
 
-def _make(kind):
+def _make(kind, count):
     if kind == "bytes":
-        return os.urandom(1 << 20) * 100, 100 << 20
+        return os.urandom(1 << 20) * count, count << 20
     if kind == "dataframe":
         import numpy as np
         import pandas as pd
 
-        rows = 1_000_000
+        rows = count
         ids = np.arange(rows)
         frame = pd.DataFrame({"id": ids, "x": np.random.default_rng(1).random(rows), "bucket": ids % 97})
         return frame, int(frame.memory_usage(index=True).sum())
-    rows = [{"id": i, "name": f"name-{i}", "ok": i % 2 == 0} for i in range(100_000)]
+    rows = [{"id": i, "name": f"name-{i}", "ok": i % 2 == 0} for i in range(count)]
     return rows, len(json.dumps(rows))
 
 
@@ -53,17 +54,26 @@ def xcom_bench():
         # Warm up the backend's imports and connections with a tiny value first.
         XCom.set(key="warm", value={"w": 1}, **where)
         XCom.get_one(key="warm", **where)
-        value, value_bytes = _make(conf["kind"])
+        value, value_bytes = _make(conf["kind"], conf["count"])
         gc.collect()
         baseline = _status_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")
         result = {"backend": XCom.__name__, "kind": conf["kind"], "value_bytes": value_bytes}
+        profiler = None
+        if conf.get("profile"):
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             started = time.perf_counter()
             XCom.set(key="bench", value=value, **where)
             written = time.perf_counter()
             back = XCom.get_one(key="bench", **where)
             finished = time.perf_counter()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(conf["profile"])
             result.update(
                 write_s=written - started,
                 read_s=finished - written,
@@ -74,6 +84,7 @@ def xcom_bench():
         except Exception as exc:
             result.update(error=f"{type(exc).__name__}: {str(exc)[:120]}")
         result["extra_copies"] = (_status_kib("VmHWM") - baseline) * 1024 / value_bytes
+        result["held_copies"] = (_status_kib("VmRSS") - baseline) * 1024 / value_bytes
         Path(conf["out"]).write_text(json.dumps(result))
 
     measure()
