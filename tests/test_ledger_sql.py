@@ -242,3 +242,79 @@ def test_a_wrong_database_password_is_a_configuration_error_without_the_password
     assert "Check the user and password" in text
     assert "not-the-password" not in text and "password authentication failed" in text
     assert postgres_server.address.split(":")[1] in text
+
+
+def _blocked_claims(engine, server: str, table: str) -> int:
+    """How many statements on ``table`` wait for a row lock right now."""
+    from sqlalchemy import text
+
+    if server == "postgres":
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE :pattern AND pid <> pg_backend_pid()"
+        )
+    else:
+        query = (
+            "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' "
+            "AND trx_query LIKE :pattern"
+        )
+    with engine.connect() as conn:
+        return int(conn.execute(text(query), {"pattern": f"%{table}%"}).scalar())
+
+
+@pytest.mark.parametrize("claimant", ["a", "b"])
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_a_holder_released_and_replaced_during_a_claim_is_never_taken_for_the_holder(
+    server, claimant, request
+):
+    """The claim's one statement reads the holder too; a row released meanwhile must not be that holder.
+
+    Another session releases ``a`` and claims the slot for ``c`` in one transaction, which commits
+    while the claim waits on its row lock. PostgreSQL's statement snapshot still shows ``a``'s
+    row: taken for the holder, ``a`` would be handed the value again beside ``c``, and ``b`` would
+    be told the wrong holder. Both must be refused, naming ``c``.
+    """
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    spec = request.getfixturevalue(f"{server}_claims")
+    ledger = _ledger(spec)
+    uri = f"file:///values/{unique('v')}.json"
+    ledger.claim(uri, "a")
+    table, key = ledger.table_name, SqlLedger.value_key(uri)
+    engine = sql_engine(spec.split("?", 1)[0])
+    outcome: dict[str, object] = {}
+
+    def claim() -> None:
+        try:
+            outcome["won"] = ledger.claim(uri, claimant).consumer_id
+        except AlreadyClaimedError as refused:
+            outcome["refused"] = refused.holder
+        except Exception as error:  # reported by the assertion below
+            outcome["error"] = repr(error)
+
+    try:
+        with engine.connect() as other:
+            replacing = other.begin()
+            other.execute(text(f"DELETE FROM {table} WHERE value_key = :key AND slot = 0"), {"key": key})
+            other.execute(
+                text(
+                    f"INSERT INTO {table} (value_key, slot, uri, consumer_id, claimed_at, host, pid) "
+                    "VALUES (:key, 0, :uri, 'c', '2026-01-01T00:00:00+00:00', 'elsewhere', 1)"
+                ),
+                {"key": key, "uri": uri},
+            )
+            claiming = threading.Thread(target=claim)
+            claiming.start()
+            deadline = time.monotonic() + 20
+            while not _blocked_claims(engine, server, table) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _blocked_claims(engine, server, table) == 1, "the claim never waited for the row"
+            replacing.commit()
+            claiming.join(timeout=30)
+    finally:
+        engine.dispose()
+    assert outcome == {"refused": "c"}
+    assert [holder.consumer_id for holder in ledger.holders(uri)] == ["c"]

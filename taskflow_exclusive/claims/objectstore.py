@@ -39,6 +39,9 @@ from taskflow_exclusive.storage.store import Store
 
 __all__ = ["ObjectStoreLedger"]
 
+#: Value URIs whose parsed paths a ledger keeps (parsing is a fifth of a local claim's own work).
+_KNOWN_PATHS_LIMIT = 1024
+
 
 class ObjectStoreLedger(ClaimLedger):
     """Claims as create-if-absent objects beside the value they guard."""
@@ -47,6 +50,7 @@ class ObjectStoreLedger(ClaimLedger):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._known_paths: dict[str, ObjectPaths] = {}
 
     def describe(self) -> str:
         location = self.store.location
@@ -57,6 +61,14 @@ class ObjectStoreLedger(ClaimLedger):
         return f"object store {location.protocol}://{conn}{where} (claim records beside the value)"
 
     def _paths(self, uri: str) -> ObjectPaths:
+        known = self._known_paths.get(uri)
+        if known is None:
+            if len(self._known_paths) >= _KNOWN_PATHS_LIMIT:
+                self._known_paths.clear()
+            known = self._known_paths[uri] = self._parse_paths(uri)
+        return known
+
+    def _parse_paths(self, uri: str) -> ObjectPaths:
         # ``<value uri>#<scope>`` names another set of claims on the value (a hand-off's).
         value_uri, _, scope = uri.partition("#")
         location = parse_storage_url(value_uri, source="handle")

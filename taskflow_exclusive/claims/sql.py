@@ -21,12 +21,29 @@ concurrent creator winning the race is fine) with the primary key
 Columns ``uri``, ``consumer_id``, ``claimed_at`` (ISO 8601, UTC), ``host``
 and ``pid`` are there for operators.
 
-A claim is an ``INSERT`` that the primary key decides, committed on its own:
-``INSERT ... ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite, a plain
-``INSERT`` whose duplicate-key error (1062, and only that) means "taken" on
-MySQL/MariaDB. When no row was inserted, a separate ``SELECT`` reads the
-holder (a single statement that tries both misses the holder under races on
-PostgreSQL).
+A claim is an ``INSERT`` that the primary key decides, committed on its own,
+sent through the pooled driver connection (SQLAlchemy builds the engine, the
+pool and the table; running the claim's one statement through it would double
+the client's work per claim). A winner and almost every loser cost one round
+trip:
+
+- PostgreSQL: one statement, ``WITH inserted AS (INSERT ... ON CONFLICT DO
+  NOTHING RETURNING ...)`` and, only if nothing was inserted, the holder's
+  row. That row is read with the statement's snapshot, so it is trusted only
+  if no one has deleted it (``xmax = 0``): then it was live from before the
+  statement until after the insert met it, so it is the row the insert
+  conflicted with. A holder that committed during the statement is not in
+  the snapshot, and one released during it has ``xmax`` set; either way the
+  statement returns no holder and a second ``SELECT`` (a fresh snapshot)
+  reads it.
+- MariaDB 10.5 and later: ``INSERT ... ON DUPLICATE KEY UPDATE value_key =
+  value_key RETURNING ...``, which returns the row now in the slot, ours or
+  the holder's (the duplicate is read with a lock, so it is current); ours
+  is recognised by its consumer, time, host and pid.
+- MySQL (no ``RETURNING``): a plain ``INSERT`` whose duplicate-key error
+  (1062, and only that) means "taken", then a ``SELECT`` of the holder.
+- SQLite: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, then a ``SELECT``
+  of the holder when nothing was inserted (in process, no round trip).
 
 Faults: a statement that gets no answer within ``timeout`` has its socket
 shut down, so a stopped or frozen server costs at most that long; a
@@ -129,9 +146,10 @@ class SqlLedger(ClaimLedger):
             _require_absolute_sqlite(url.database, self._shown)
         self._engine = _engine(url, self.dialect, self.timeout, self._shown)
         self.table = _claims_table(self.table_name)
-        self._statements = _statements(self.table, self.dialect)
+        self._statements = _statements(self.table)
         self._table_ready = threading.Event()
         self._table_lock = threading.Lock()
+        self._claim: _ClaimStatement | None = None
 
     def describe(self) -> str:
         return f"SQL ledger {self._shown} (table {self.table_name})"
@@ -143,9 +161,8 @@ class SqlLedger(ClaimLedger):
     # -- the four primitives -------------------------------------------------------------------
 
     def _create_or_get(self, uri: str, slot: int, record: ClaimRecord) -> ClaimRecord | None:
-        key = self.value_key(uri)
         row = {
-            "value_key": key,
+            "value_key": self.value_key(uri),
             "slot": int(slot),
             "uri": uri,
             "consumer_id": record.consumer_id,
@@ -155,10 +172,23 @@ class SqlLedger(ClaimLedger):
         }
         with self._reaching(uri):
             self._ensure_table()
-            if self._try_insert(row):
+            claim = self._claim_statement()
+            try:
+                created, holder = self._call(lambda cursor: claim.run(cursor, row), raw=True)
+            except Exception as error:
+                if not claim.taken(error):
+                    raise
+                created, holder = False, None
+            if created:
                 return record
-            found = self._call(lambda conn: conn.execute(self._statements["select"], row).first())
-        return None if found is None else self._record(found, uri)
+            if holder is None:  # not known from the claim's own statement: read it
+                holder = self._call(lambda cursor: claim.holder(cursor, row), raw=True)
+        if holder is None:
+            return None
+        return ClaimRecord.from_mapping(
+            {"slot": row["slot"], **holder, "host": holder["host"] or ""},
+            where=f"{self.describe()}, row slot={slot} of {uri}",
+        )
 
     def _list(self, uri: str) -> list[ClaimRecord]:
         with self._reaching(uri):
@@ -203,22 +233,16 @@ class SqlLedger(ClaimLedger):
 
     # -- statements ----------------------------------------------------------------------------
 
-    def _try_insert(self, row: dict[str, Any]) -> bool:
-        """Insert ``row`` unless its slot is taken; ``True`` if this call inserted it."""
-        from sqlalchemy import exc as sa_exc
-
-        try:
-            return self._call(lambda conn: self._insert(conn, row))
-        except sa_exc.IntegrityError as error:
-            if self.dialect == "mysql" and _driver_code(error) == _MYSQL_DUPLICATE_KEY:
-                return False  # only a duplicate key means "taken"; any other violation is raised
-            raise
-
-    def _insert(self, conn: Any, row: dict[str, Any]) -> bool:
-        # PostgreSQL and SQLite: ON CONFLICT DO NOTHING RETURNING, a row back when inserted (the
-        # driver's rowcount is -1 for it under psycopg 3); MySQL: a duplicate raises (_try_insert).
-        result = conn.execute(self._statements["insert"], row)
-        return self.dialect == "mysql" or result.first() is not None
+    def _claim_statement(self) -> _ClaimStatement:
+        """The claim's statements for this database (after the first connection: MariaDB or MySQL)."""
+        if self._claim is None:
+            dialect = self._engine.dialect
+            returning = self.dialect != "mysql" or (
+                dialect.is_mariadb and (dialect.server_version_info or (0,)) >= (10, 5)
+            )
+            table = dialect.identifier_preparer.quote(self.table_name)
+            self._claim = _ClaimStatement(self.dialect, table, returning=returning)
+        return self._claim
 
     def _ensure_table(self) -> None:
         """Create the claims table once per process, safely when many processes do it at once.
@@ -246,12 +270,15 @@ class SqlLedger(ClaimLedger):
 
     # -- running statements within the deadline ------------------------------------------------
 
-    def _call(self, work: Callable[[Any], T]) -> T:
+    def _call(self, work: Callable[[Any], T], *, raw: bool = False) -> T:
         """Run ``work(conn)`` in one committed transaction, within ``timeout``.
 
-        A pooled connection the server dropped is replaced once at once; a
-        MySQL deadlock victim is retried. Both are safe: a claim's insert
-        either committed (and the retry finds the same consumer's row) or did not.
+        ``raw``: ``work`` gets a cursor of the pooled driver connection instead
+        of a SQLAlchemy connection, and driver errors are raised as
+        SQLAlchemy's (:meth:`_attempt_raw`). A pooled connection the server
+        dropped is replaced once at once; a MySQL deadlock victim is retried.
+        Both are safe: a claim's insert either committed (and the retry finds
+        the same consumer's row) or did not.
         """
         from sqlalchemy import exc as sa_exc
 
@@ -259,7 +286,7 @@ class SqlLedger(ClaimLedger):
         while True:
             attempt += 1
             try:
-                return self._attempt(work)
+                return self._attempt_raw(work) if raw else self._attempt(work)
             except sa_exc.DBAPIError as error:
                 stale = error.connection_invalidated and attempt == 1
                 deadlock = self.dialect == "mysql" and _driver_code(error) == _MYSQL_DEADLOCK
@@ -288,28 +315,135 @@ class SqlLedger(ClaimLedger):
                 conn.invalidate()  # done just in time, but its socket is shut down now
             return result
 
+    def _attempt_raw(self, work: Callable[[Any], T]) -> T:
+        """``work(cursor)`` on a pooled driver connection, failing as :meth:`_attempt` would.
 
-def _statements(table: Any, dialect: str) -> dict[str, Any]:
-    """The ledger's statements, built once (values are bound at execution)."""
-    from sqlalchemy import bindparam, delete, insert, select
+        Driver errors are raised as SQLAlchemy's (``DBAPIError.instance``, as
+        SQLAlchemy itself does), a connection found dropped is invalidated, and
+        PostgreSQL statements are bounded by the watchdog.
+        """
+        dialect = self._engine.dialect
+        driver_error = dialect.loaded_dbapi.Error
+        try:
+            connection = self._engine.raw_connection()
+        except driver_error as error:
+            raise _as_sqlalchemy(error, dialect, dialect.is_disconnect(error, None, None)) from error
+        cursor = None
+        token = (
+            _watchdog.arm(self.timeout, connection.dbapi_connection) if self.dialect == "postgresql" else None
+        )
+        try:
+            cursor = connection.cursor()
+            result = work(cursor)
+        except driver_error as error:
+            overran = token is not None and _watchdog.disarm(token)
+            dropped = overran or dialect.is_disconnect(error, connection.dbapi_connection, cursor)
+            if dropped:
+                connection.invalidate(error)
+            wrapped = _as_sqlalchemy(error, dialect, dropped)
+            if overran:
+                raise TimeoutError(
+                    f"the database did not answer within {self.timeout:g} s (timeout=)"
+                ) from wrapped
+            raise wrapped from error
+        except BaseException:
+            if token is not None:
+                _watchdog.disarm(token)
+            raise
+        else:
+            if token is not None and _watchdog.disarm(token):
+                connection.invalidate()  # done just in time, but its socket is shut down now
+            return result
+        finally:
+            if cursor is not None and connection.is_valid:
+                cursor.close()
+            connection.close()
 
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as insert_unless_taken
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as insert_unless_taken
-    else:
-        insert_unless_taken = None
+
+def _as_sqlalchemy(error: Exception, dialect: Any, dropped: bool) -> Exception:
+    """A driver's error as the SQLAlchemy error it would have raised (``IntegrityError``, ...)."""
+    from sqlalchemy import exc as sa_exc
+
+    return sa_exc.DBAPIError.instance(
+        None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=dropped, dialect=dialect
+    )
+
+
+class _ClaimStatement:
+    """A claim as SQL for one database: one statement that inserts and, on PostgreSQL and
+    MariaDB, returns the holder too; written for the driver (parameters by name), run on a cursor.
+    """
+
+    _COLUMNS = "value_key, slot, uri, consumer_id, claimed_at, host, pid"
+    _FIELDS = ("consumer_id", "claimed_at", "host", "pid")
+
+    def __init__(self, dialect: str, table: str, *, returning: bool) -> None:
+        self.dialect, self.returning = dialect, returning
+        mark = (lambda name: f":{name}") if dialect == "sqlite" else (lambda name: f"%({name})s")
+        values = ", ".join(mark(name.strip()) for name in self._COLUMNS.split(","))
+        fields = ", ".join(self._FIELDS)
+        this_slot = f"value_key = {mark('value_key')} AND slot = {mark('slot')}"
+        insert = f"INSERT INTO {table} ({self._COLUMNS}) VALUES ({values})"
+        self.select = f"SELECT {fields} FROM {table} WHERE {this_slot}"
+        if dialect == "postgresql":
+            # The holder's row only when nothing was inserted (the one-time NOT EXISTS also makes
+            # the insert run first), and only if no one has deleted it (see the module docstring).
+            self.insert = (
+                f"WITH inserted AS ({insert} ON CONFLICT DO NOTHING RETURNING slot) "
+                "SELECT true, NULL, NULL, NULL, NULL FROM inserted UNION ALL "
+                f"SELECT false, {fields} FROM {table} WHERE {this_slot} AND xmax = 0 "
+                "AND NOT EXISTS (SELECT FROM inserted)"
+            )
+        elif dialect == "mysql" and returning:
+            # MariaDB: the row in the slot afterwards, ours or the holder's, in one statement.
+            self.insert = f"{insert} ON DUPLICATE KEY UPDATE value_key = value_key RETURNING {fields}"
+        elif dialect == "mysql":
+            self.insert = insert  # a duplicate key raises: see taken()
+        else:
+            self.insert = f"{insert} ON CONFLICT DO NOTHING RETURNING slot"
+
+    def run(self, cursor: Any, row: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        """``(created, holder)``: whether this inserted ``row``, else the holder if already known."""
+        cursor.execute(self.insert, row)
+        if self.dialect == "mysql" and not self.returning:
+            return True, None  # no duplicate-key error: inserted
+        found = cursor.fetchone()
+        if self.dialect == "postgresql":
+            if found is None:
+                return False, None  # the holder committed or left during the statement: read it
+            return (True, None) if found[0] else (False, dict(zip(self._FIELDS, found[1:], strict=True)))
+        if self.dialect == "mysql":
+            stored = dict(zip(self._FIELDS, found, strict=True))
+            mine = all(stored[name] == row[name] for name in self._FIELDS)
+            return (True, None) if mine else (False, stored)
+        return found is not None, None
+
+    def holder(self, cursor: Any, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The record in ``row``'s slot now, or ``None`` when it is empty."""
+        cursor.execute(self.select, {"value_key": row["value_key"], "slot": row["slot"]})
+        found = cursor.fetchone()
+        return None if found is None else dict(zip(self._FIELDS, found, strict=True))
+
+    def taken(self, error: BaseException) -> bool:
+        """Whether ``error`` only says the slot is taken (MySQL's duplicate key, 1062, and only it)."""
+        from sqlalchemy import exc as sa_exc
+
+        return (
+            self.dialect == "mysql"
+            and isinstance(error, sa_exc.IntegrityError)
+            and _driver_code(error) == _MYSQL_DUPLICATE_KEY
+        )
+
+
+def _statements(table: Any) -> dict[str, Any]:
+    """The ledger's other statements, built once (values are bound at execution; claims: _ClaimStatement)."""
+    from sqlalchemy import bindparam, delete, select
+
     c = table.c
     this_value = c.value_key == bindparam("value_key")
     this_slot = (this_value, c.slot == bindparam("slot"))
     fields = (c.slot, c.consumer_id, c.claimed_at, c.host, c.pid)
     return {
-        "insert": (
-            insert_unless_taken(table).on_conflict_do_nothing().returning(c.slot)
-            if insert_unless_taken is not None
-            else insert(table)
-        ),
-        "select": select(*fields).where(*this_slot),
         "list": select(*fields).where(this_value).order_by(c.slot),
         # Compare-and-delete: only the very claim that was read (consumer and time) is freed.
         "release": delete(table).where(
@@ -355,7 +489,8 @@ def _engine(url: Any, dialect: str, timeout: float, shown: str) -> Any:
     connect_args = {k: v for k, v in connect_args.items() if k not in url.query}
     try:
         # Every statement commits on its own (a claim is one INSERT), and no BEGIN, COMMIT or
-        # ROLLBACK is sent around it: a winner costs one round trip, a loser two (INSERT, SELECT).
+        # ROLLBACK is sent around it: a claim costs one round trip (a loser on MySQL, or one
+        # racing a release on PostgreSQL, a second to read the holder).
         return create_engine(
             url,
             connect_args=connect_args,

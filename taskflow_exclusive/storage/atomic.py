@@ -7,11 +7,17 @@ Two operations, each with a strategy per filesystem:
     in one atomic step, and reports whether this call created it. Never
     check-then-write.
 
-    - local disk: write a temporary file in the same folder, then ``os.link``
-      it to ``path`` (``link`` fails if ``path`` exists, and the content is
-      complete the moment the name appears). fsspec's
-      ``pipe_file(mode="create")`` on local disk checks ``exists()`` first and
-      is *not* atomic.
+    - local disk: write the data to an unnamed file (``O_TMPFILE``) in the
+      same folder, ``fsync`` it, then ``link`` it to ``path`` (``link`` fails
+      if ``path`` exists, and the content is complete and durable the moment
+      the name appears), then ``fsync`` the folder so that the name itself
+      survives a power cut (folders made on the way are fsynced into their
+      parents too). Where ``O_TMPFILE`` is not supported, a named
+      temporary file is linked and removed instead. A name that already
+      exists is answered with ``False`` before anything is written (one
+      ``lstat``: a loser pays no ``fsync``); the ``link`` alone decides every
+      race. fsspec's ``pipe_file(mode="create")`` on local disk checks
+      ``exists()`` first and is *not* atomic.
     - S3 (s3fs): a single PUT with ``If-None-Match: *``. AWS and moto answer
       a loser with ``FileExistsError``; SeaweedFS's 412 surfaces as
       ``OSError(EINVAL)`` caused by a ``PreconditionFailed`` ClientError, and
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import threading
 import time
@@ -106,23 +113,104 @@ def create_if_absent(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
 
 
 def _create_local(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
-    with _complete_temporary(fs, path, data) as (target, temporary):
+    target = fs._strip_protocol(path)
+    if os.path.lexists(target):
+        return False  # taken already: the answer is known without writing (the link decides races)
+    folder = os.path.dirname(target)
+    try:
+        created = _link_complete(folder, target, data)
+    except FileNotFoundError:
+        _make_folder_durably(folder)  # the first file in this folder (or made by a racer just now)
+        created = _link_complete(folder, target, data)
+    if created:
+        _fsync_folder(folder)  # the new name itself survives a power cut, not only its content
+    return created
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the entries of ``folder`` durable (POSIX: a new name is durable once its folder is)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_folder_durably(folder: str) -> None:
+    """``makedirs``, then fsync the parent of every folder made, so the path survives a power cut."""
+    missing = []
+    head = folder
+    while head and not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    os.makedirs(folder, exist_ok=True)
+    for made in reversed(missing):
+        _fsync_folder(os.path.dirname(made) or ".")
+
+
+def _link_complete(folder: str, target: str, data: bytes) -> bool:
+    """Link a complete, fsynced file holding ``data`` to ``target``; ``False`` if it exists."""
+    try:
+        fd = _open_unnamed(folder)
+        if fd is None:
+            temporary = _write_temporary(folder, os.path.basename(target), data)
+            try:
+                os.link(temporary, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+            return True
         try:
-            os.link(temporary, target)  # fails if target exists; its content is complete at once
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                folder = os.path.dirname(target)
-                raise StorageConfigError(
-                    f"The local filesystem holding {folder} does not support hard links, which "
-                    "taskflow-exclusive uses for atomic create-if-absent. Put the storage on a "
-                    "filesystem that does (ext4, xfs, btrfs, tmpfs, NFSv4), or use s3:// or gs://.",
-                    url=f"file://{folder}",
-                    source="filesystem",
-                ) from exc
-            raise
+            _write_all(fd, data)
+            os.fsync(fd)  # the content is durable before its name can appear
+            # linkat(AT_SYMLINK_FOLLOW) links the open file itself. Any dir fd makes CPython call
+            # linkat with that flag rather than link() (which would link the /proc symlink); it
+            # is ignored for an absolute path.
+            os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd)
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise StorageConfigError(
+                f"The local filesystem holding {folder} does not support hard links, which "
+                "taskflow-exclusive uses for atomic create-if-absent. Put the storage on a "
+                "filesystem that does (ext4, xfs, btrfs, tmpfs, NFSv4), or use s3:// or gs://.",
+                url=f"file://{folder}",
+                source="filesystem",
+            ) from exc
+        raise
     return True
+
+
+@functools.cache
+def _can_link_unnamed_files() -> bool:
+    """Whether this system has ``O_TMPFILE`` and the ``/proc/self/fd`` links to link them by."""
+    return hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _open_unnamed(folder: str) -> int | None:
+    """A writable file without a name in ``folder`` (``O_TMPFILE``), or ``None`` if unsupported.
+
+    An unnamed file needs no removal afterwards and leaves nothing behind when
+    the process dies.
+    """
+    if not _can_link_unnamed_files():
+        return None
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None  # this filesystem (NFS, some FUSE) has no unnamed files: use a named one
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _create_memory(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
@@ -190,6 +278,7 @@ def put_complete(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     if _kind(fs) == "file":
         with _complete_temporary(fs, path, data) as (target, temporary):
             os.replace(temporary, target)
+        _fsync_folder(os.path.dirname(target))  # the rename itself survives a power cut
         return
     # A single PUT (S3, GCS) or an in-memory assignment is all-or-nothing.
     fs.pipe_file(path, bytes(data))
@@ -200,7 +289,8 @@ def _complete_temporary(fs: AbstractFileSystem, path: str, data: bytes) -> Itera
     """``(target, temporary)``: ``data`` complete and fsynced beside ``path``, removed afterwards if left."""
     target = fs._strip_protocol(path)
     folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
+    if not os.path.isdir(folder):
+        _make_folder_durably(folder)
     temporary = _write_temporary(folder, os.path.basename(target), data)
     try:
         yield target, temporary
@@ -214,10 +304,7 @@ def _write_temporary(folder: str, name: str, data: bytes) -> str:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             os.fsync(fd)  # the content is durable before its name can appear
         finally:
             os.close(fd)  # can fail too (NFS reports a deferred write error here): then nothing is kept
