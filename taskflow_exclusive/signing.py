@@ -19,6 +19,14 @@ print(secrets.token_urlsafe(32))"``). A missing or unusable keyring is a
 :class:`SigningKeyError` naming both settings: nothing is ever signed
 without a key. The keyring's ``repr`` shows key ids only.
 
+The keyring is read at most once every :data:`KEYRING_TTL_SECONDS` (5 s) per
+process, not on every publish and claim (each read is a Variable and often a
+Connection lookup through the API server and secrets backends). A rotation
+made in Airflow therefore applies within those seconds; a change to either
+setting's environment variable (``AIRFLOW_VAR_TASKFLOW_EXCLUSIVE_SIGNING_SECRET``,
+``AIRFLOW_CONN_TASKFLOW_EXCLUSIVE_SIGNING``) applies at once.
+:func:`forget_signing_keys` drops the cached keyring.
+
 Example::
 
     >>> keys = SigningKeys.parse('{"sign_with": "b", "keys": {"a": "%s", "b": "%s"}}' % ("x" * 32, "y" * 32))
@@ -34,17 +42,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
+import threading
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from taskflow_exclusive.errors import SigningKeyError, StorageConfigError
 
 __all__ = [
+    "KEYRING_TTL_SECONDS",
     "REQUIRE_SIGNED_OPTION",
     "SIGNING_CONNECTION",
     "SIGNING_VARIABLE",
     "SigningKeys",
     "canonical_json",
+    "forget_signing_keys",
     "optional_signing_keys",
     "signatures_required",
     "signing_keys",
@@ -57,6 +71,25 @@ DEFAULT_KEY_ID = "default"
 MIN_SECRET_LENGTH = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SETTINGS = f"the Airflow Connection {SIGNING_CONNECTION!r} (password) or Variable {SIGNING_VARIABLE!r}"
+
+KEYRING_TTL_SECONDS = 5.0
+"""How long a process reuses the keyring it read (seconds); rotations apply within this time."""
+
+# The environment variables through which Airflow also provides both settings: part of the
+# cache key, so that changing them (a deployment's env, a test) applies at once.
+_SETTING_ENV = (f"AIRFLOW_VAR_{SIGNING_VARIABLE.upper()}", f"AIRFLOW_CONN_{SIGNING_CONNECTION.upper()}")
+_MISSING = object()  # cached: no keyring is configured
+
+
+class _KeyringCache:
+    lock = threading.Lock()
+    entry: tuple[float, tuple[Any, ...], Any] | None = None  # (read at, key, SigningKeys or _MISSING)
+
+
+def forget_signing_keys() -> None:
+    """Read the keyring again on next use (after changing it in Airflow; tests)."""
+    with _KeyringCache.lock:
+        _KeyringCache.entry = None
 
 
 def canonical_json(data: object) -> bytes:
@@ -141,15 +174,38 @@ def _mac(key: bytes, payload: bytes) -> str:
 
 
 def signing_keys() -> SigningKeys:
-    """The deployment's keyring, read now (so a rotation applies at once).
+    """The deployment's keyring, read at most every :data:`KEYRING_TTL_SECONDS` in a process.
 
     The Variable ``taskflow_exclusive_signing_secret`` when set, else the
     password of the Connection ``taskflow_exclusive_signing``. Raises
-    :class:`SigningKeyError` naming both when neither holds a usable keyring.
+    :class:`SigningKeyError` naming both when neither holds a usable keyring
+    (an unusable one is read again on every call, never cached).
     """
     from taskflow_exclusive.host import current_host
 
     host = current_host()
+    key = (id(host), *(os.environ.get(name) for name in _SETTING_ENV))
+    entry = _KeyringCache.entry
+    if entry is not None and entry[1] == key and time.monotonic() - entry[0] < KEYRING_TTL_SECONDS:
+        if entry[2] is _MISSING:
+            raise _missing()
+        return entry[2]
+    try:
+        keys = _read_signing_keys(host)
+    except SigningKeyError as exc:
+        if exc.problem == "missing":
+            _remember(key, _MISSING)
+        raise
+    _remember(key, keys)
+    return keys
+
+
+def _remember(key: tuple[Any, ...], outcome: Any) -> None:
+    with _KeyringCache.lock:
+        _KeyringCache.entry = (time.monotonic(), key, outcome)
+
+
+def _read_signing_keys(host: Any) -> SigningKeys:
     variable_source = f"Airflow Variable {SIGNING_VARIABLE!r}"
     try:
         text = host.variable(SIGNING_VARIABLE)
@@ -163,14 +219,18 @@ def signing_keys() -> SigningKeys:
     except StorageConfigError:
         password = None
     if not password:
-        raise SigningKeyError(
-            f"No signing key is configured: set {_SETTINGS} to a secret of at least "
-            f"{MIN_SECRET_LENGTH} characters (or a keyring JSON, see the README's 'Hand-offs to "
-            "triggered DAGs'). Grants and signed handles are never made or accepted without one.",
-            setting=_SETTINGS,
-            problem="missing",
-        )
+        raise _missing()
     return SigningKeys.parse(password, source=connection_source)
+
+
+def _missing() -> SigningKeyError:
+    return SigningKeyError(
+        f"No signing key is configured: set {_SETTINGS} to a secret of at least "
+        f"{MIN_SECRET_LENGTH} characters (or a keyring JSON, see the README's 'Hand-offs to "
+        "triggered DAGs'). Grants and signed handles are never made or accepted without one.",
+        setting=_SETTINGS,
+        problem="missing",
+    )
 
 
 def optional_signing_keys() -> SigningKeys | None:

@@ -231,7 +231,7 @@ def test_exclusive_task_handles_are_stored_as_handles_never_offloaded_twice(airf
     assert handle_row["stored_classname"] == "taskflow_exclusive.handle.ExclusiveHandle"
     assert handle_row["stored_marker"] is None  # a handle, not a reference to an offloaded handle
     assert handle_row["plain_marker"] == "xcom-ref/1"  # threshold 0 does offload ordinary values
-    assert handle_row["split_is_list"] is True
+    assert handle_row["split_stored_as"] == "taskflow_exclusive.airflow.results.SplitHandles"
     assert sorted(r["value"] for r in rows if r["check"] == "part") == ["part-0", "part-1", "part-2"]
     # Only the exclusive values and the one offloaded plain value were written: no handle files.
     manifests = sorted(p.parent.parent.name for p in (tmp_path / "store").rglob("*.manifest.json"))

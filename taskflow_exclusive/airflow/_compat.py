@@ -52,10 +52,12 @@ __all__ = [
     "airflow_conf",
     "allow_in_serde",
     "dag_run_count",
+    "has_mapped_dependants",
     "integrate_task_plugins",
     "serde_deserialize",
     "serde_module",
     "serde_serialize",
+    "store_xcom_value",
     "stored_xcom_value",
 ]
 
@@ -159,6 +161,30 @@ def stored_xcom_value(*, key: str, dag_id: str, task_id: str, run_id: str, map_i
     same request (this run's row) on 3.1.8, 3.2.2 and 3.3.2.
     """
     return _stored_xcom().get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+
+
+def has_mapped_dependants(task: Any) -> bool:
+    """Whether a task downstream maps over ``task``'s output (``.expand``), as the task runner asks.
+
+    ``iter_mapped_dependants()`` of the operator, what ``_push_xcom_if_needed`` in
+    ``task_runner.py`` calls to decide whether to record the mapped length. Run on 3.3.2; the
+    same call is in the task runner of earlier 3.x task SDKs (read in their sources, not run
+    on 3.1.8 here).
+    """
+    return next(iter(task.iter_mapped_dependants()), None) is not None
+
+
+def store_xcom_value(*, key: str, value: Any, dag_id: str, task_id: str, run_id: str, map_index: int) -> None:
+    """Push ``value`` to XCom through ``BaseXCom`` itself (serde JSON in the row), not the configured backend.
+
+    Only inside a running task; :func:`stored_xcom_value` reads it back as stored. Used for the
+    rows of a split output (:class:`~taskflow_exclusive.airflow.results.SplitHandles`), which must be
+    readable one item at a time whatever backend is configured. The public ``BaseXCom.set``: run on
+    3.3.2; the same keyword signature in earlier 3.x task SDK sources (not run on 3.1.8 here).
+    """
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    BaseXCom.set(key=key, value=value, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
 
 
 @functools.cache

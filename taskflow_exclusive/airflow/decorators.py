@@ -71,7 +71,10 @@ def exclusive_task(
       Airflow Variable ``taskflow_exclusive_storage_url``);
     - ``split=True``: the function returns an iterable (a generator is streamed);
       each item is stored on its own and XCom holds a list of handles, so
-      ``consume.expand(item=produce())`` gives each mapped task its own handle;
+      ``consume.expand(item=produce())`` gives each mapped task its own handle
+      (when a task maps over it, XCom holds a
+      :class:`~taskflow_exclusive.airflow.results.SplitHandles` instead: a
+      read-only sequence from which each mapped task reads only its own handle);
     - ``multiple_outputs=True`` (or a ``-> dict`` return annotation): one handle per key;
     - every other keyword is a ``@task`` argument (``task_id``, ``retries``, ``pool``, ...).
 

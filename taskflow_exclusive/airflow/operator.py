@@ -10,7 +10,11 @@ Airflow resolved the arguments and before it pushes the XCom:
    gets one handle, a list of handles (``split=True``) or a dict of handles
    (``multiple_outputs``), never the value; with ``outlets=[Asset(...)]`` the
    stored values are described on those assets' events
-   (:mod:`taskflow_exclusive.airflow.lineage`).
+   (:mod:`taskflow_exclusive.airflow.lineage`). When a downstream task maps over
+   a split output (``.expand``), its handles go into XCom rows of their own and
+   ``return_value`` carries only a
+   :class:`~taskflow_exclusive.airflow.results.SplitHandles` (where they are), so
+   each mapped consumer reads its own handle, not the whole list.
 
 Importing this module allows :class:`ExclusiveHandle` in Airflow's XCom
 serde (see :mod:`taskflow_exclusive.airflow.serde`), so every process that parses a
@@ -26,9 +30,10 @@ from typing import Any, ClassVar
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
+from taskflow_exclusive.airflow._compat import has_mapped_dependants
 from taskflow_exclusive.airflow.inputs import claim_arguments, claimed_parameters
 from taskflow_exclusive.airflow.lineage import describe_on_outlets
-from taskflow_exclusive.airflow.results import check_shape, publish_result
+from taskflow_exclusive.airflow.results import SPLIT_ROW_KEY, SplitHandles, check_shape, publish_result
 from taskflow_exclusive.airflow.serde import allow_handle_deserialization
 from taskflow_exclusive.publishing import ExclusiveOutput
 
@@ -99,7 +104,24 @@ class ExclusiveDecoratedOperator(DecoratedOperator, PythonOperator):
             label=self.task_id,
         )
         describe_on_outlets(self.outlets, published)  # opt-in lineage: only with outlets=[Asset(...)]
+        if self.split and isinstance(published, list) and self.do_xcom_push and has_mapped_dependants(self):
+            return _handed_out_by_rows(published)  # mapped consumers each read their own handle
         return published
+
+
+def _handed_out_by_rows(handles: list[Any]) -> SplitHandles:
+    """Push the handles in rows of the running task instance; return what ``return_value`` carries."""
+    from airflow.sdk import get_current_context
+
+    from taskflow_exclusive.airflow._compat import store_xcom_value
+
+    ti = get_current_context()["ti"]
+    map_index = -1 if ti.map_index is None else int(ti.map_index)
+    where = {"dag_id": str(ti.dag_id), "run_id": str(ti.run_id), "task_id": str(ti.task_id)}
+    items = SplitHandles(**where, map_index=map_index, length=len(handles), handles=handles)
+    for number, row in enumerate(items.rows()):
+        store_xcom_value(key=f"{SPLIT_ROW_KEY}{number}", value=row, map_index=map_index, **where)
+    return items
 
 
 def exclusive_task_decorator(

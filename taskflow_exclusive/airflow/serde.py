@@ -50,11 +50,14 @@ def allow_handle_deserialization() -> bool:
     Idempotent and cheap after the first call.
     """
     from taskflow_exclusive.airflow._compat import allow_in_serde
+    from taskflow_exclusive.airflow.results import SplitHandles
     from taskflow_exclusive.grants import Grant
     from taskflow_exclusive.handle import ExclusiveHandle
 
+    split_handles = (SplitHandles, f"{SplitHandles.__module__}.{SplitHandles.__qualname__}")
     allowed = [
-        allow_in_serde(cls, name) for cls, name in ((ExclusiveHandle, HANDLE_CLASS), (Grant, GRANT_CLASS))
+        allow_in_serde(cls, name)
+        for cls, name in ((ExclusiveHandle, HANDLE_CLASS), (Grant, GRANT_CLASS), split_handles)
     ]
     if all(allowed):
         return True

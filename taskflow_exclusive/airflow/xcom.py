@@ -29,7 +29,7 @@ Where it does better than common-io's ``XComObjectStorageBackend``:
 
 - only references this backend wrote are followed: a user value that looks
   like a reference is escaped when written, and a reference is checked against
-  the producer's manifest and sha256 before anything is loaded;
+  the producer's manifest and digest before anything is loaded;
 - a missing object raises :class:`ObjectMissingError` instead of returning a
   path string;
 - ``purge`` (called by Airflow when a task is retried) removes the object, its
@@ -41,7 +41,9 @@ Where it does better than common-io's ``XComObjectStorageBackend``:
   :class:`MalformedRecordError` and is never followed;
 - values are streamed to storage; the size of bytes, strings, arrays and
   frames is known without encoding them, and other values are measured with
-  an encoder that stops at the threshold.
+  an encoder that stops at the threshold. A value that goes to storage is
+  never walked by Airflow's serde, and a large list or dict is checked once
+  for whether JSON brings it back exactly (else it is pickled).
 
 Claiming: :meth:`ExclusiveXCom.claim_xcom` (or :func:`claim_task_xcom` inside a
 task) returns an XCom's value to exactly one consumer, whether it was
@@ -129,9 +131,13 @@ class ExclusiveXCom(BaseXCom):
         settings = xcom_settings()
         where = _coordinates(dag_id, run_id, task_id, map_index, key)
         size = _known_size(value)
-        if size is not None and 0 <= settings.threshold <= size:
+        if settings.threshold >= 0 and (
+            # Large lists and dicts go straight to storage: the serializer chosen there checks
+            # once that JSON brings the value back exactly (else pickle), and nothing else walks it.
+            settings.threshold <= size if size is not None else _json_reaches(value, settings.threshold)
+        ):
             return _offload(value, settings.compression, where)
-        plain = is_plain_json(value)
+        plain = is_plain_json(value)  # a value below the threshold (or one JSON cannot measure)
         try:
             # Airflow's serde leaves plain JSON as it is: skip walking it a second time.
             encoded = value if plain else BaseXCom.serialize_value(value)
@@ -139,9 +145,9 @@ class ExclusiveXCom(BaseXCom):
             # Airflow's serde cannot encode it (bytes, numpy arrays, objects): storage can.
             log.info("Offloading XCom %r: Airflow's serde cannot encode it (%s)", key, exc)
             return _offload(value, settings.compression, where)
-        if size is None and settings.threshold >= 0 and _reaches(encoded, settings.threshold):
-            del encoded
-            return _offload(value, settings.compression, where, serializer="json" if plain else None)
+        if size is None and not plain and settings.threshold >= 0 and _reaches(encoded, settings.threshold):
+            del encoded  # serde's form of a tuple, a set, a datetime... is larger than the value's JSON
+            return _offload(value, settings.compression, where)
         if isinstance(encoded, dict) and MARKER in encoded:
             return {MARKER: ESCAPED, "value": encoded}  # a user value that looks like ours
         return encoded
@@ -363,9 +369,10 @@ def _coordinates(
 
 
 def _holds_handles(value: Any) -> bool:
+    from taskflow_exclusive.airflow.results import SplitHandles
     from taskflow_exclusive.handle import ExclusiveHandle
 
-    if isinstance(value, ExclusiveHandle):
+    if isinstance(value, (ExclusiveHandle, SplitHandles)):  # SplitHandles: where a split output's are
         return True
     if isinstance(value, (list, tuple)):
         return bool(value) and all(isinstance(item, ExclusiveHandle) for item in value)
@@ -396,15 +403,30 @@ def _reaches(encoded: Any, threshold: int) -> bool:
     """Whether the JSON form of ``encoded`` has at least ``threshold`` bytes (stops early)."""
     total = 0
     for chunk in json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).iterencode(encoded):
-        total += len(chunk.encode())
+        total += len(chunk.encode("utf-8", "surrogatepass"))
         if total >= threshold:
             return True
     return False
 
 
-def _offload(
-    value: Any, compression: str | None, where: _Coordinates, serializer: str | None = None
-) -> dict[str, Any]:
+def _json_reaches(value: Any, threshold: int) -> bool:
+    """Whether a list or dict encodes as JSON to at least ``threshold`` bytes.
+
+    ``False`` for anything else and for values JSON cannot encode (they are
+    measured in Airflow's serde form instead). Tuples encode as lists here: the
+    size is what matters, not whether JSON brings the value back exactly.
+    """
+    if not isinstance(value, (list, dict)):
+        return False
+    try:
+        return _reaches(value, threshold)
+    except RecursionError:  # nested too deep to measure here: storage takes it (JSON or pickle)
+        return True
+    except (TypeError, ValueError):  # an object, a non-str key, a cycle: measured by serde instead
+        return False
+
+
+def _offload(value: Any, compression: str | None, where: _Coordinates) -> dict[str, Any]:
     from taskflow_exclusive.identity import TaskInstanceId, running_task
     from taskflow_exclusive.publishing import ExclusiveOutput
 
@@ -424,7 +446,7 @@ def _offload(
     )
     try_number = running.try_number if same_task and running is not None else None
     task = TaskInstanceId(where.dag_id, where.run_id, where.task_id, where.map_index, try_number)
-    handle = ExclusiveOutput(serializer=serializer, compression=compression).publish(
+    handle = ExclusiveOutput(compression=compression).publish(
         value, task=task, subfolder=(XCOM_FOLDER, where.key)
     )
     return {MARKER: REFERENCE, "key": where.key, "handle": handle.to_dict()}

@@ -42,7 +42,7 @@ def xcom_with_exclusive_task():
             stored_classname=stored.get("__classname__"),
             stored_marker=stored.get("__taskflow_exclusive__"),
             plain_marker=_stored("plain_value").get("__taskflow_exclusive__"),
-            split_is_list=isinstance(_stored("parts"), list),
+            split_stored_as=_stored("parts").get("__classname__"),  # mapped over: SplitHandles
         )
 
     @task
