@@ -556,8 +556,20 @@ class FinishedRun:
         return self.deployment.xcom(self.dag_id, self.run_id, task_id, key, map_index)
 
     def handles(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        """The handle(s) a task pushed, rebuilt from the XCom the REST API returns."""
-        return handles_in(self.xcom(task_id, key, map_index))
+        """The handle(s) a task pushed, rebuilt from the XCom the REST API returns (a split
+        output that tasks map over is a SplitHandles reference: its rows are read here)."""
+        from taskflow_exclusive.airflow.results import SPLIT_ROW_KEY
+
+        stored = self.xcom(task_id, key, map_index)
+        if isinstance(stored, dict) and str(stored.get("__classname__", "")).endswith(".SplitHandles"):
+            where = stored["__data__"]
+            rows = -(-where["length"] // where["per_row"])
+            return [
+                handle
+                for row in range(rows)
+                for handle in handles_in(self.xcom(task_id, f"{SPLIT_ROW_KEY}{row}", map_index))
+            ]
+        return handles_in(stored)
 
     def explain(self) -> str:
         """States and the logs of tasks that failed: the message of a failed assertion."""
