@@ -180,6 +180,10 @@ class ExclusiveOutput:
         if keys is not None:
             handle = handle.signed(keys)
         try:
+            if isinstance(ledger, ObjectStoreLedger):
+                # the claims folder, made now on local disk: the manifest's commit makes it
+                # durable, so a first claim pays no folder creation (only its own record)
+                store.prepare_local_folder(paths.claims_folder)
             store.put_complete(paths.manifest, handle.to_json().encode(), names=names)
         except BaseException:
             _remove_uncommitted(store, paths.data)

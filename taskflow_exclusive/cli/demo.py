@@ -174,15 +174,28 @@ def _returned_values(dag_run: Any) -> dict[tuple[str, int], Any]:
     from sqlalchemy import select
 
     from taskflow_exclusive.airflow._compat import serde_deserialize as deserialize
+    from taskflow_exclusive.airflow.results import SPLIT_ROW_KEY, SplitHandles
 
-    query = select(XComModel.task_id, XComModel.map_index, XComModel.value).where(
+    query = select(XComModel.task_id, XComModel.map_index, XComModel.key, XComModel.value).where(
         XComModel.dag_id == dag_run.dag_id,
         XComModel.run_id == dag_run.run_id,
-        XComModel.key == "return_value",
+        XComModel.key.in_(["return_value"]) | XComModel.key.startswith(SPLIT_ROW_KEY),
     )
     with create_session() as session:
         stored = [tuple(row) for row in session.execute(query)]
-    return {(task_id, map_index): deserialize(value) for task_id, map_index, value in stored}
+    returned: dict[tuple[str, int], Any] = {}
+    split_rows: dict[tuple[str, int], dict[int, list[Any]]] = {}
+    for task_id, map_index, key, value in stored:
+        if key == "return_value":
+            returned[(task_id, map_index)] = deserialize(value)
+        else:  # the rows of a split output that tasks map over, read here outside any task
+            number = int(key[len(SPLIT_ROW_KEY) :])
+            split_rows.setdefault((task_id, map_index), {})[number] = [deserialize(v) for v in value]
+    for where, value in returned.items():
+        if isinstance(value, SplitHandles):
+            rows = split_rows.get(where, {})
+            returned[where] = [handle for number in sorted(rows) for handle in rows[number]]
+    return returned
 
 
 def _handles_by_task(returned: dict[tuple[str, int], Any]) -> dict[str, list[Any]]:
