@@ -82,8 +82,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository root replaces this script's folder on the path: bench/queue.py would shadow the
-# standard library's queue (multiprocessing imports it) for this process and the spawned workers.
+# The repository root replaces this script's folder on the path, for this process and the spawned
+# workers: no module in bench/ can then shadow a standard library module.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 REDIS_URL = os.environ.get("TFX_REDIS_URL", "redis://127.0.0.1:6379/0")

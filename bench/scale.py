@@ -125,7 +125,7 @@ def _child_library(items: int, max_claims: int, store: Path, out: Path) -> None:
 
 
 def _spawn(arguments: list[str], env: dict[str, str], out: Path) -> dict:
-    # -P: bench/ is not put on sys.path, where bench/queue.py would shadow the standard library queue.
+    # -P: bench/ is not put on sys.path, so no module in it can shadow a standard library module.
     done = subprocess.run(
         [sys.executable, "-P", __file__, *arguments, "--out", str(out)],
         cwd=REPO,

@@ -89,7 +89,7 @@ def _run(dag_id: str, extra_env: dict[str, str], args: argparse.Namespace, folde
         "PYTHONPATH": str(REPO),
         **extra_env,
     }
-    # -P: bench/ is not put on sys.path, where bench/queue.py would shadow the standard library queue.
+    # -P: bench/ is not put on sys.path, so no module in it can shadow a standard library module.
     command = [sys.executable, "-P", __file__, "--child", dag_id, "--runs", str(args.runs), "--out", str(out)]
     if args.profile:
         command += ["--profile-to", str(profile)]

@@ -73,8 +73,8 @@ import time
 import uuid
 from pathlib import Path
 
-# Python puts this script's folder first on sys.path, where bench/queue.py would shadow the
-# standard library's queue (which threading pools, trio and the library's hashing worker use).
+# Python puts this script's folder first on sys.path: keep it off, so that no module in bench/ can
+# shadow a standard library module (a bench/queue.py once shadowed queue).
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
