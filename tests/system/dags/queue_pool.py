@@ -3,7 +3,8 @@
 The queue's Redis is the Airflow Variable ``taskflow_exclusive_queue_url`` (the
 system deployment sets a spec with a key prefix of its session). Values of
 three sizes: inline in the item, and stored on the deployment's S3. Each drain
-task sleeps a little per item, so that on the CeleryExecutor both workers drain.
+task sleeps a second per item (24 s of work for 4 tasks), so that on the CeleryExecutor
+both workers drain.
 Item 3 fails on its first delivery: the task instance that held it fails, and
 its retry (possibly on the other worker) takes its lease up again.
 """
@@ -30,7 +31,7 @@ def sys_queue_pool():
         if order["order"] == 3 and ti.try_number == 1:
             record(order=3, failed_on_try=1)
             raise RuntimeError("fails once on item 3")
-        time.sleep(0.3)
+        time.sleep(1.0)
         record(order=order["order"], intact=order["blob"] == "x" * (order["order"] * 6_000))
 
     orders() >> ship.expand(worker=list(range(4)))
