@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from taskflow_exclusive.errors import MalformedRecordError
@@ -215,18 +214,41 @@ def _from_ui_text(text: str, where: str | None) -> ExclusiveHandle:
     return ExclusiveHandle.deserialize(fields, int(version_text), where=where)  # checks it all
 
 
-_FIELD_ORDER = ("format", *(f.name for f in dataclass_fields(ExclusiveHandle)))
+_COMMON_FIELDS = (
+    "uri",
+    "serializer",
+    "size",
+    "producer",
+    "created_at",
+    "host",
+    "compression",
+    "max_claims",
+    "claims",
+)
+# The orders ExclusiveHandle.to_dict writes: the digest last (after key_id and signature) since
+# #13; before, the sha256 came right after the size.
+_FIELD_ORDERS = (
+    ("format", *_COMMON_FIELDS, "key_id", "signature", "digest", "sha256"),
+    ("format", "uri", "serializer", "size", "sha256", *_COMMON_FIELDS[3:], "key_id", "signature"),
+)
 _NUMBERS = frozenset({"size", "max_claims"})
 
 
 def _unquoted_fields(text: str) -> dict[str, Any] | None:
-    """Airflow 3.1's UI text, ``format=...,uri=...,size=3,...``: fields in the handle's own order.
+    """Airflow 3.1's UI text, ``format=...,uri=...,size=3,...``: fields in an order the handle writes.
 
     Each value runs to the next ``,<later field>=``; ``None`` is null, sizes are numbers.
     Anything out of order or unknown gives ``None`` (refused by the caller).
     """
+    # A text in the other order can still parse, with one value swallowing the fields after
+    # it: the order that finds the most fields is the one the text was written in.
+    parsed = [fields for order in _FIELD_ORDERS if (fields := _fields_in_order(text, order)) is not None]
+    return max(parsed, key=len, default=None)
+
+
+def _fields_in_order(text: str, order: tuple[str, ...]) -> dict[str, Any] | None:
     fields: dict[str, Any] = {}
-    position, remaining = 0, list(_FIELD_ORDER)
+    position, remaining = 0, list(order)
     while position < len(text):
         name, equals, _ = text[position:].partition("=")
         if not equals or name not in remaining:

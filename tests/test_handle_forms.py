@@ -170,3 +170,22 @@ def test_a_newer_serde_version_is_refused_in_every_form_that_carries_one():
     for text in (json.dumps(newer_envelope), ui_text(handle).replace("@version=1(", "@version=2(")):
         with pytest.raises(MalformedRecordError, match="newer than this taskflow-exclusive understands"):
             parse_handle(text)
+
+
+def test_airflow_3_1_ui_text_of_a_handle_written_before_digests_reads_back():
+    # Airflow 3.1 shows the values unquoted, in the order the handle's dict had when it was
+    # stored: before #13 the sha256 came right after the size.
+    text = (
+        "taskflow_exclusive.handle.ExclusiveHandle@version=1(format=taskflow-exclusive/handle/1,"
+        "uri=file:///tmp/v/a.json,serializer=json,size=3," + "sha256=" + "b" * 64 + ",producer=etl/run/x/-1,"
+        "created_at=2026-01-01T00:00:00+00:00,host=worker-1,compression=None,max_claims=1,claims=None)"
+    )
+    handle = parse_handle(text)
+    assert (handle.digest, handle.sha256, handle.size, handle.claims) == (
+        "sha256:" + "b" * 64,
+        "b" * 64,
+        3,
+        None,
+    )
+    with pytest.raises(MalformedRecordError):  # a field twice fits neither order
+        parse_handle(text.replace("size=3,", "size=3,size=4,"))
