@@ -44,12 +44,11 @@ import hmac
 import json
 import os
 import re
-import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from taskflow_exclusive.errors import SigningKeyError, StorageConfigError
+from taskflow_exclusive.memo import Memo
 
 __all__ = [
     "KEYRING_TTL_SECONDS",
@@ -79,17 +78,12 @@ KEYRING_TTL_SECONDS = 5.0
 # cache key, so that changing them (a deployment's env, a test) applies at once.
 _SETTING_ENV = (f"AIRFLOW_VAR_{SIGNING_VARIABLE.upper()}", f"AIRFLOW_CONN_{SIGNING_CONNECTION.upper()}")
 _MISSING = object()  # cached: no keyring is configured
-
-
-class _KeyringCache:
-    lock = threading.Lock()
-    entry: tuple[float, tuple[Any, ...], Any] | None = None  # (read at, key, SigningKeys or _MISSING)
+_keyrings: Memo[Any] = Memo()  # SigningKeys, or _MISSING
 
 
 def forget_signing_keys() -> None:
     """Read the keyring again on next use (after changing it in Airflow; tests)."""
-    with _KeyringCache.lock:
-        _KeyringCache.entry = None
+    _keyrings.clear()
 
 
 def canonical_json(data: object) -> bytes:
@@ -184,25 +178,20 @@ def signing_keys() -> SigningKeys:
     from taskflow_exclusive.host import current_host
 
     host = current_host()
+
+    def read() -> Any:
+        try:
+            return _read_signing_keys(host)
+        except SigningKeyError as exc:
+            if exc.problem == "missing":
+                return _MISSING  # remembered too; an unusable keyring raises and is not
+            raise
+
     key = (id(host), *(os.environ.get(name) for name in _SETTING_ENV))
-    entry = _KeyringCache.entry
-    if entry is not None and entry[1] == key and time.monotonic() - entry[0] < KEYRING_TTL_SECONDS:
-        if entry[2] is _MISSING:
-            raise _missing()
-        return entry[2]
-    try:
-        keys = _read_signing_keys(host)
-    except SigningKeyError as exc:
-        if exc.problem == "missing":
-            _remember(key, _MISSING)
-        raise
-    _remember(key, keys)
+    keys = _keyrings.get(key, read, max_age=KEYRING_TTL_SECONDS)
+    if keys is _MISSING:
+        raise _missing()
     return keys
-
-
-def _remember(key: tuple[Any, ...], outcome: Any) -> None:
-    with _KeyringCache.lock:
-        _KeyringCache.entry = (time.monotonic(), key, outcome)
 
 
 def _read_signing_keys(host: Any) -> SigningKeys:
