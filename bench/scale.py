@@ -33,30 +33,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # bench.measuring and tests.*, here and in its children
+
+from bench.measuring import migrate_airflow_db, reset_peak, run_child, status_kib  # noqa: E402
+
 DAG_FILE = REPO / "bench" / "dags" / "scale_bench.py"
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> int:
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
-
-
 def _child_dag(dag_id: str, out: Path) -> None:
-    sys.path.insert(0, str(REPO))
     from tests.airflow_harness import load_dag
 
     warm = load_dag(DAG_FILE, "scale_warm").test(run_conf={})
@@ -64,7 +54,7 @@ def _child_dag(dag_id: str, out: Path) -> None:
         raise SystemExit(f"warm-up ended {warm.state}")
     dag = load_dag(DAG_FILE, dag_id)
     measured = out.with_suffix(".xcom.json")
-    before = _reset_peak()
+    before = reset_peak()
     started = time.perf_counter()
     run = dag.test(run_conf={"out": str(measured)})
     seconds = time.perf_counter() - started
@@ -72,14 +62,13 @@ def _child_dag(dag_id: str, out: Path) -> None:
         raise SystemExit(f"{dag_id} ended {run.state}")
     result = {
         "seconds": seconds,
-        "peak_kib": _status_kib("VmHWM") - before,
+        "peak_kib": status_kib("VmHWM") - before,
         **json.loads(measured.read_text()),
     }
     out.write_text(json.dumps(result))
 
 
 def _child_library(items: int, max_claims: int, store: Path, out: Path) -> None:
-    sys.path.insert(0, str(REPO))
     from taskflow_exclusive import ExclusiveOutput
     from taskflow_exclusive.airflow import _compat
     from taskflow_exclusive.airflow.results import HANDLES_PER_ROW, SplitHandles, publish_result
@@ -88,7 +77,7 @@ def _child_library(items: int, max_claims: int, store: Path, out: Path) -> None:
     allow_handle_deserialization()
     output = ExclusiveOutput(storage=store.as_uri(), max_claims=max_claims)
     publish_result(output, iter([{"warm": True}]), split=True)[0].claim(consumer_id="warm")
-    before = _reset_peak()
+    before = reset_peak()
     started = time.perf_counter()
     handles = publish_result(output, ({"n": n, "name": f"item-{n}"} for n in range(items)), split=True)
     published = time.perf_counter()
@@ -115,7 +104,7 @@ def _child_library(items: int, max_claims: int, store: Path, out: Path) -> None:
                 "claim_s": sum(claim_seconds),
                 "claim_first_s": statistics.fmean(claim_seconds[:tenth]),
                 "claim_last_s": statistics.fmean(claim_seconds[-tenth:]),
-                "peak_kib": _status_kib("VmHWM") - before,
+                "peak_kib": status_kib("VmHWM") - before,
                 "row_bytes": max(len(json.dumps(row)) for row in rows),
                 "whole_list_bytes": len(json.dumps(_compat.serde_serialize(handles))),
                 "return_value_bytes": len(json.dumps(_compat.serde_serialize(items_view))),
@@ -126,17 +115,7 @@ def _child_library(items: int, max_claims: int, store: Path, out: Path) -> None:
 
 def _spawn(arguments: list[str], env: dict[str, str], out: Path) -> dict:
     # -P: bench/ is not put on sys.path, so no module in it can shadow a standard library module.
-    done = subprocess.run(
-        [sys.executable, "-P", __file__, *arguments, "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if not out.exists():
-        return {"error": f"rc={done.returncode}: {done.stderr[-400:]}"}
-    return json.loads(out.read_text())
+    return run_child([sys.executable, "-P", __file__, *arguments, "--out", str(out)], env, out, REPO)
 
 
 def _numbers(text: str) -> list[int]:
@@ -212,17 +191,8 @@ def main() -> int:
         home.mkdir()
         base_env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
         items_list = _numbers(args.items)
-        if items_list:
-            migrate = subprocess.run(
-                [sys.executable, "-m", "airflow", "db", "migrate"],
-                env=base_env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if migrate.returncode != 0:
-                print(migrate.stderr[-3000:], file=sys.stderr)
-                return 1
+        if items_list and not migrate_airflow_db(home):
+            return 1
         for items in items_list:
             variants = [("plain @task list (baseline)", "scale_plain", 1)]
             variants += [(f"split=True, max_claims={m}", "scale_exclusive", m) for m in max_claims]

@@ -27,13 +27,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # bench.measuring and tests.*, here and in its children
+
+from bench.measuring import migrate_airflow_db, run_child  # noqa: E402
+
 DAG_FILE = REPO / "bench" / "dags" / "task_overhead_bench.py"
 SIGNING_SECRET = "bench-signing-secret-0123456789-abcdefghij"
 VARIANTS = {
@@ -50,7 +53,6 @@ AIM_MS = 50.0
 
 def _child(dag_id: str, runs: int, out: Path, profile: Path | None) -> None:
     """In the fresh interpreter: one untimed dag.test(), then ``runs`` timed ones."""
-    sys.path.insert(0, str(REPO))
     from tests.airflow_harness import load_dag
 
     dag = load_dag(DAG_FILE, dag_id)
@@ -93,11 +95,8 @@ def _run(dag_id: str, extra_env: dict[str, str], args: argparse.Namespace, folde
     command = [sys.executable, "-P", __file__, "--child", dag_id, "--runs", str(args.runs), "--out", str(out)]
     if args.profile:
         command += ["--profile-to", str(profile)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if not out.exists():
-        return {"error": f"rc={done.returncode}: {done.stderr[-400:]}"}
-    result = json.loads(out.read_text())
-    if args.profile:
+    result = run_child(command, env, out, REPO)
+    if args.profile and "error" not in result:
         result["profile"] = str(profile)
     return result
 
@@ -136,15 +135,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfx-overhead-bench-") as temporary:
         folder = Path(temporary)
         (folder / "home").mkdir()
-        migrate = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env={**os.environ, "AIRFLOW_HOME": str(folder / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stderr[-3000:], file=sys.stderr)
+        if not migrate_airflow_db(folder / "home"):
             return 1
         for name, (dag_id, extra_env) in VARIANTS.items():
             print(f"measuring {name} ({args.pairs} pairs, {args.runs} run(s)) ...", file=sys.stderr)

@@ -79,21 +79,14 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # bench.measuring and tests.*, here and in its children
+
+from bench.measuring import reset_peak, status_kib  # noqa: E402
+
 MiB = 1 << 20
 
 
 # --- measuring inside one subprocess ---------------------------------------------------------
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
 
 def _make_value(kind: str, mib: int, rows: int):
@@ -133,8 +126,8 @@ def run_case(case: dict) -> dict:
         publish(b"warm-up", storage=case["storage"], label="warm-up").claim(consumer_id="bench")
     value, value_bytes = _make_value(kind, case["mib"], case["rows"])
     gc.collect()
-    baseline_kib = _status_kib("VmRSS")
-    _reset_peak()
+    baseline_kib = status_kib("VmRSS")
+    reset_peak()
 
     cpu_started = time.process_time()  # every thread of this process (the digest worker too)
     if path_kind == "library":
@@ -149,7 +142,7 @@ def run_case(case: dict) -> dict:
         started, written, finished, back, stored = _raw_case(case, kind, value)
 
     cpu_s = time.process_time() - cpu_started
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
     ok = _same(kind, value, back)
     return {
         **case,
@@ -348,7 +341,6 @@ def main() -> int:
         print(json.dumps(run_case(json.loads(args.case))), flush=True)
         return 0
 
-    sys.path.insert(0, str(REPO))
     storages = ["file"] if args.no_s3 else ["file", "s3"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     s3 = None

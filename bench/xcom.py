@@ -67,12 +67,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # bench.measuring and tests.*, here and in its children
+
+from bench.measuring import migrate_airflow_db, run_child  # noqa: E402
+
 DAG_FILE = REPO / "bench" / "dags" / "xcom_bench.py"
 THRESHOLD = 65536
 BACKENDS = {
@@ -114,17 +117,8 @@ def _run(
         **backend_env,
     }
     conf = {"kind": kind, "count": count, "out": str(out), "profile": profile}
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.airflow_harness", str(DAG_FILE), "", json.dumps(conf)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if not out.exists():
-        return {"error": f"no result (rc={done.returncode}): {done.stderr[-300:]}"}
-    return json.loads(out.read_text())
+    command = [sys.executable, "-m", "tests.airflow_harness", str(DAG_FILE), "", json.dumps(conf)]
+    return run_child(command, env, out, REPO)
 
 
 def _median(runs: list[dict]) -> dict:
@@ -167,15 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tfx-xcom-bench-") as folder:
         home, store = Path(folder) / "home", Path(folder) / "store"
         home.mkdir()
-        migrate = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            print(migrate.stderr[-3000:], file=sys.stderr)
+        if not migrate_airflow_db(home):
             return 1
         for kind in kinds:
             for name, backend_env in BACKENDS.items():

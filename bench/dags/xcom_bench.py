@@ -13,12 +13,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-
-def _status_kib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
+from bench.measuring import reset_peak, status_kib
 
 
 def _make(kind, count):
@@ -56,8 +51,7 @@ def xcom_bench():
         XCom.get_one(key="warm", **where)
         value, value_bytes = _make(conf["kind"], conf["count"])
         gc.collect()
-        baseline = _status_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")
+        baseline = reset_peak()
         result = {"backend": XCom.__name__, "kind": conf["kind"], "value_bytes": value_bytes}
         profiler = None
         if conf.get("profile"):
@@ -83,8 +77,8 @@ def xcom_bench():
             )
         except Exception as exc:
             result.update(error=f"{type(exc).__name__}: {str(exc)[:120]}")
-        result["extra_copies"] = (_status_kib("VmHWM") - baseline) * 1024 / value_bytes
-        result["held_copies"] = (_status_kib("VmRSS") - baseline) * 1024 / value_bytes
+        result["extra_copies"] = (status_kib("VmHWM") - baseline) * 1024 / value_bytes
+        result["held_copies"] = (status_kib("VmRSS") - baseline) * 1024 / value_bytes
         Path(conf["out"]).write_text(json.dumps(result))
 
     measure()
