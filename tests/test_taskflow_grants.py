@@ -252,3 +252,25 @@ def _xcom(result, task_id: str):
         from airflow.sdk.bases.xcom import BaseXCom
 
         return BaseXCom.deserialize_value(row)
+
+
+def test_a_split_output_cannot_be_granted_whole(airflow_db, storage):
+    """Refused when the DAG file is parsed (@exclusive_task), else by the grant task at run time."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from taskflow_exclusive import exclusive_task, grant
+
+    with DAG("grant_split_parse", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+
+        @exclusive_task(split=True)
+        def parts() -> list:
+            return [[1], [2]]
+
+        with pytest.raises(TypeError, match=r"task 'parts' is split=True: its output is a list of handles"):
+            grant(parts(), to="grant_child")
+
+    result = run_dag_in_subprocess(DAGS / "grant_split.py")
+    assert result.task_state("parts") == "success", result.states
+    assert result.task_state("grant_parts_to_grant_child") == "failed", result.states
+    assert "holds a list of handles: grant() hands off one value" in result.output

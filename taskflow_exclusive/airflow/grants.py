@@ -74,6 +74,12 @@ def grant(
             f"ExclusiveHandle in a task), got a {type(value).__name__}."
         )
     producer, key = _plain_reference(value)
+    if getattr(producer, "split", False):
+        raise TypeError(
+            f"grant() hands off one value, and task {producer.task_id!r} is split=True: its output "
+            "is a list of handles, which cannot be granted whole. Grant from a task that gets one "
+            "item (a mapped task's ExclusiveHandle: grant(handle, to=...)), or produce one value."
+        )
     return _grant_task(producer, key, to, run_id, expires)
 
 
