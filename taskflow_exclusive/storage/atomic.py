@@ -120,7 +120,7 @@ def _create_local(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
     try:
         created = _link_complete(folder, target, data)
     except FileNotFoundError:
-        _make_folder_durably(folder)  # the first file in this folder (or made by a racer just now)
+        make_folder_durably(folder)  # the first file in this folder (or made by a racer just now)
         created = _link_complete(folder, target, data)
     if created:
         _fsync_folder(folder)  # the new name itself survives a power cut, not only its content
@@ -136,8 +136,11 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def _make_folder_durably(folder: str) -> None:
-    """``makedirs``, then fsync the parent of every folder made, so the path survives a power cut."""
+def make_folder_durably(folder: str) -> None:
+    """``makedirs``, then fsync the parent of every folder made, so the path survives a power cut.
+
+    Local disk only (``folder`` is an OS path). A folder that exists already costs one ``stat``.
+    """
     missing = []
     head = folder
     while head and not os.path.isdir(head):
@@ -289,8 +292,7 @@ def _complete_temporary(fs: AbstractFileSystem, path: str, data: bytes) -> Itera
     """``(target, temporary)``: ``data`` complete and fsynced beside ``path``, removed afterwards if left."""
     target = fs._strip_protocol(path)
     folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        _make_folder_durably(folder)
+    make_folder_durably(folder)
     temporary = _write_temporary(folder, os.path.basename(target), data)
     try:
         yield target, temporary

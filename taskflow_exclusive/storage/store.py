@@ -292,7 +292,9 @@ class Store:
         try:
             with self.writing(path, names):
                 if self.is_local:
-                    self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                    # folders made here are fsynced into their parents: the manifest's commit
+                    # fsyncs only the value's own folder, which a power cut could otherwise take
+                    atomic.make_folder_durably(self._local_path(path.rpartition("/")[0]))
                 target = self.fs.open(path, "wb")
             hashing = _HashingWriter(target, hasher, lambda exc: self.write_error(path, exc, names))
             buffered = io.BufferedWriter(hashing, buffer_size=_WRITE_BUFFER)
@@ -345,11 +347,11 @@ class Store:
             atomic.put_complete(self.fs, path, data)
 
     def prepare_local_folder(self, path: str) -> None:
-        """On local disk, make the folder ``path`` now (a later ``put_complete`` beside it
-        fsyncs the parent, which makes the new folder durable too); elsewhere nothing."""
+        """On local disk, make the folder ``path`` now, durably (its parent is fsynced); elsewhere
+        nothing."""
         if self.is_local:
             with self.writing(path):
-                os.makedirs(self._local_path(path), exist_ok=True)
+                atomic.make_folder_durably(self._local_path(path))
 
     def create_if_absent(self, path: str, data: bytes) -> bool:
         """Atomically create ``path`` holding ``data``; ``False`` if it already existed.
