@@ -9,11 +9,14 @@ For each ledger (one row) it measures, in the same run:
 
 - **latency**: one process claims fresh values one after another, through
   the library's ``ClaimLedger.claim`` and through the bare primitive the
-  ledger is built on (median and p99, milliseconds);
+  ledger is built on, the two interleaved call by call (median and p99,
+  milliseconds);
 - **throughput**: 16 spawned processes all claim the same ``--handles``
   values, each in its own random order, after a barrier; claim attempts per
   second over the wall time (almost all attempts lose: the library then also
-  tells the loser who holds the value, the bare primitive does not).
+  tells the loser who holds the value, the bare primitive does not). The
+  median of ``--rounds`` rounds (3), each on fresh values, the bare and the
+  library phase in alternating order: one round on two cores varies by 2x.
 
 The ratio columns (library / bare) are the library's overhead. Each bare
 primitive does the same durable work as the ledger, on the same server, and
@@ -59,7 +62,7 @@ Services: Redis, PostgreSQL and MariaDB at ``TFX_REDIS_URL``,
 ``TFX_POSTGRES_URL``, ``TFX_MYSQL_URL`` (this machine's defaults), with a
 fresh key prefix or table per run, removed afterwards; SeaweedFS is started
 for the S3 row. Counts also come from ``TFX_BENCH_LATENCY``,
-``TFX_BENCH_HANDLES``, ``TFX_BENCH_PROCESSES``.
+``TFX_BENCH_HANDLES``, ``TFX_BENCH_PROCESSES``, ``TFX_BENCH_ROUNDS``.
 
 Adding a row (e.g. GCS) is a few lines: a function that starts what the row
 needs and returns a subject, and one :class:`RowSpec` in ``ROWS``; object
@@ -397,12 +400,18 @@ class Figures:
     winners_ok: bool
 
 
-def _latencies(call: Callable[[int], object], count: int) -> list[float]:
-    times = []
+def _latencies(
+    library: Callable[[int], object], bare: Callable[[int], object], count: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds per call of each, interleaved (library first on even numbers, bare first on
+    odd ones), so that drift in the machine or the server weighs on both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for number in range(count):
-        started = time.perf_counter()
-        call(number)
-        times.append((time.perf_counter() - started) * 1000)
+        order = ((library, times[0]), (bare, times[1]))
+        for call, into in order if number % 2 == 0 else reversed(order):
+            started = time.perf_counter()
+            call(number)
+            into.append((time.perf_counter() - started) * 1000)
     return times
 
 
@@ -412,7 +421,17 @@ def _quiet() -> None:
     logging.getLogger("taskflow_exclusive").setLevel(logging.ERROR)  # no per-claim log lines
 
 
-def _contend(subject: Subject, run: str, handles: int, index: int, barrier, results) -> None:  # noqa: PLR0917
+def _phases(rounds: int) -> list[tuple[int, str]]:
+    """``(round, phase)`` in the order every process runs them: bare first in even rounds,
+    the library first in odd ones, so that neither always runs on a warmer (or busier) machine."""
+    order = []
+    for number in range(rounds):
+        pair = ("bare", "library") if number % 2 == 0 else ("library", "bare")
+        order += [(number, phase) for phase in pair]
+    return order
+
+
+def _contend(subject: Subject, run: str, handles: int, rounds: int, index: int, barrier, results) -> None:  # noqa: PLR0917
     from taskflow_exclusive import AlreadyClaimedError
 
     _quiet()
@@ -422,45 +441,50 @@ def _contend(subject: Subject, run: str, handles: int, index: int, barrier, resu
     bare(f"{run}-warm-{index}")
     order = list(range(handles))
     random.Random(index).shuffle(order)
-    for phase in ("bare", "library"):
+    for number, phase in _phases(rounds):
+        values = f"{run}-r{number}"  # fresh values every round
         barrier.wait(timeout=600)
         won = 0
         started = time.time()
-        for number in order:
+        for item in order:
             if phase == "bare":
-                won += bare(f"{run}-{number}")
+                won += bare(f"{values}-{item}")
             else:
                 try:
-                    ledger.claim(subject.value_uri(run, number), consumer)
+                    ledger.claim(subject.value_uri(values, item), consumer)
                     won += 1
                 except AlreadyClaimedError:
                     pass
-        results.put((phase, index, started, time.time(), won))
+        results.put((number, phase, started, time.time(), won))
 
 
-def measure(subject: Subject, latency: int, handles: int, processes: int) -> Figures:
+def measure(subject: Subject, latency: int, handles: int, processes: int, rounds: int) -> Figures:
     run = uuid.uuid4().hex[:8]
     ledger, bare = subject.ledger(), subject.bare()
     ledger.claim(subject.value_uri(f"{run}-warm", 999), "warm")
     bare(f"{run}-warm")
     subject.publish([subject.value_uri(f"{run}-lat", n) for n in range(latency)])
-    subject.publish([subject.value_uri(f"{run}-c", n) for n in range(handles)])
-    library_ms = _latencies(lambda n: ledger.claim(subject.value_uri(f"{run}-lat", n), "solo"), latency)
-    bare_ms = _latencies(lambda n: bare(f"{run}-lat-{n}"), latency)
+    for number in range(rounds):
+        subject.publish([subject.value_uri(f"{run}-c-r{number}", n) for n in range(handles)])
+    library_ms, bare_ms = _latencies(
+        lambda n: ledger.claim(subject.value_uri(f"{run}-lat", n), "solo"),
+        lambda n: bare(f"{run}-lat-{n}"),
+        latency,
+    )
 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
     workers = [
-        context.Process(target=_contend, args=(subject, f"{run}-c", handles, i, barrier, results))
+        context.Process(target=_contend, args=(subject, f"{run}-c", handles, rounds, i, barrier, results))
         for i in range(processes)
     ]
     for worker in workers:
         worker.start()
-    outcomes: dict[str, list[tuple[float, float, int]]] = {"bare": [], "library": []}
+    outcomes: dict[tuple[int, str], list[tuple[float, float, int]]] = {key: [] for key in _phases(rounds)}
     try:
-        for _ in range(2 * processes):
-            phase, _, started, ended, won = results.get(timeout=900)
-            outcomes[phase].append((started, ended, won))
+        for _ in range(2 * rounds * processes):
+            number, phase, started, ended, won = results.get(timeout=900)
+            outcomes[number, phase].append((started, ended, won))
     finally:
         for worker in workers:
             worker.join(timeout=60)
@@ -468,17 +492,26 @@ def measure(subject: Subject, latency: int, handles: int, processes: int) -> Fig
                 worker.kill()
 
     def per_second(phase: str) -> float:
-        spans = outcomes[phase]
-        wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
-        return processes * handles / wall
+        """The median over the rounds of attempts per second of wall time."""
+        speeds = []
+        for number in range(rounds):
+            spans = outcomes[number, phase]
+            wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+            speeds.append(processes * handles / wall)
+        return statistics.median(speeds)
 
-    winners_ok = all(sum(won for *_, won in outcomes[phase]) == handles for phase in outcomes)
+    winners_ok = all(sum(won for *_, won in spans) == handles for spans in outcomes.values())
     return Figures(library_ms, bare_ms, per_second("library"), per_second("bare"), winners_ok)
 
 
 def _p(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _slower_or_faster(ratio: float) -> str:
+    """``ratio`` = bare / library speed, said the way a reader expects: "2.10x slower", "1.30x faster"."""
+    return f"{ratio:.2f}x slower" if ratio >= 1 else f"{1 / ratio:.2f}x faster"
 
 
 def _table(rows: list[tuple[str, str, Figures | str]], processes: int) -> str:
@@ -496,7 +529,7 @@ def _table(rows: list[tuple[str, str, Figures | str]], processes: int) -> str:
             f"| {name} | {bare} | {lib50:.3f} / {_p(figures.library_ms, 0.99):.3f} "
             f"| {bare50:.3f} / {_p(figures.bare_ms, 0.99):.3f} | {lib50 / bare50:.2f}x "
             f"| {figures.library_per_s:,.0f} | {figures.bare_per_s:,.0f} "
-            f"| {figures.bare_per_s / figures.library_per_s:.2f}x slower "
+            f"| {_slower_or_faster(figures.bare_per_s / figures.library_per_s)} "
             f"| {'yes' if figures.winners_ok else 'NO'} |"
         )
     return "\n".join(lines)
@@ -508,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=int, default=int(os.environ.get("TFX_BENCH_LATENCY", "300")))
     parser.add_argument("--handles", type=int, default=int(os.environ.get("TFX_BENCH_HANDLES", "200")))
     parser.add_argument("--processes", type=int, default=int(os.environ.get("TFX_BENCH_PROCESSES", "16")))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=int(os.environ.get("TFX_BENCH_ROUNDS", "3")),
+        help="throughput rounds (each on fresh values, bare and library in alternating order); median shown",
+    )
     options = parser.parse_args(argv)
     wanted = [key.strip() for key in options.rows.split(",") if key.strip()]
     unknown = set(wanted) - {row.key for row in ROWS}
@@ -524,14 +563,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 subject = row.start(stack)
                 bare = subject.bare_label()
-                figures: Figures | str = measure(subject, options.latency, options.handles, options.processes)
+                figures: Figures | str = measure(
+                    subject, options.latency, options.handles, options.processes, options.rounds
+                )
             except Exception as exc:  # one row's service down must not hide the others
                 figures = f"not measured: {type(exc).__name__}: {str(exc)[:120]}"
             print(f"  {row.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         results.append((row.name, bare, figures))
     print(
         f"\nClaims: latency over {options.latency} uncontended claims; throughput with "
-        f"{options.processes} processes claiming the same {options.handles} values "
+        f"{options.processes} processes claiming the same {options.handles} values, median of "
+        f"{options.rounds} rounds "
         f"({time.monotonic() - began:.0f} s in all)\n"
     )
     print(_table(results, options.processes))
