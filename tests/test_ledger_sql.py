@@ -262,6 +262,24 @@ def _blocked_claims(engine, server: str, table: str) -> int:
         return int(conn.execute(text(query), {"pattern": f"%{table}%"}).scalar())
 
 
+def _sessions_on(engine, server: str, table: str) -> list[tuple]:
+    """What every session touching ``table`` is doing (state, wait, statement), for a failure message."""
+    from sqlalchemy import text
+
+    if server == "postgres":
+        query = (
+            "SELECT state, wait_event_type, wait_event, left(query, 160) FROM pg_stat_activity "
+            "WHERE query LIKE :pattern AND pid <> pg_backend_pid()"
+        )
+    else:
+        query = (
+            "SELECT command, state, left(info, 160) FROM information_schema.PROCESSLIST "
+            "WHERE info LIKE :pattern AND id <> CONNECTION_ID()"
+        )
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(query), {"pattern": f"%{table}%"})]
+
+
 @pytest.mark.parametrize("claimant", ["a", "b"])
 @pytest.mark.parametrize("server", ["postgres", "mysql"])
 def test_a_holder_released_and_replaced_during_a_claim_is_never_taken_for_the_holder(
@@ -309,9 +327,19 @@ def test_a_holder_released_and_replaced_during_a_claim_is_never_taken_for_the_ho
             claiming = threading.Thread(target=claim)
             claiming.start()
             deadline = time.monotonic() + 20
-            while not _blocked_claims(engine, server, table) and time.monotonic() < deadline:
+            blocked = _blocked_claims(engine, server, table)
+            while not blocked and claiming.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert _blocked_claims(engine, server, table) == 1, "the claim never waited for the row"
+                blocked = _blocked_claims(engine, server, table)
+            if blocked != 1:
+                sessions = _sessions_on(engine, server, table)
+                replacing.rollback()
+                claiming.join(timeout=30)
+                pytest.fail(
+                    f"the claim never waited for the row lock: {blocked} statements waited; the claim "
+                    f"thread {'still ran' if claiming.is_alive() else 'had ended'} with {outcome}; "
+                    f"sessions on the table: {sessions}"
+                )
             replacing.commit()
             claiming.join(timeout=30)
     finally:
