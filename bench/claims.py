@@ -431,6 +431,11 @@ def _phases(rounds: int) -> list[tuple[int, str]]:
     return order
 
 
+def _round_values(run: str, number: int) -> str:
+    """The prefix of the values claimed in round ``number`` of ``run``."""
+    return f"{run}-r{number}"
+
+
 def _contend(subject: Subject, run: str, handles: int, rounds: int, index: int, barrier, results) -> None:  # noqa: PLR0917
     from taskflow_exclusive import AlreadyClaimedError
 
@@ -442,7 +447,7 @@ def _contend(subject: Subject, run: str, handles: int, rounds: int, index: int, 
     order = list(range(handles))
     random.Random(index).shuffle(order)
     for number, phase in _phases(rounds):
-        values = f"{run}-r{number}"  # fresh values every round
+        values = _round_values(run, number)  # fresh values every round
         barrier.wait(timeout=600)
         won = 0
         started = time.time()
@@ -465,7 +470,7 @@ def measure(subject: Subject, latency: int, handles: int, processes: int, rounds
     bare(f"{run}-warm")
     subject.publish([subject.value_uri(f"{run}-lat", n) for n in range(latency)])
     for number in range(rounds):
-        subject.publish([subject.value_uri(f"{run}-c-r{number}", n) for n in range(handles)])
+        subject.publish([subject.value_uri(_round_values(f"{run}-c", number), n) for n in range(handles)])
     library_ms, bare_ms = _latencies(
         lambda n: ledger.claim(subject.value_uri(f"{run}-lat", n), "solo"),
         lambda n: bare(f"{run}-lat-{n}"),

@@ -126,8 +126,7 @@ def run_case(case: dict) -> dict:
         publish(b"warm-up", storage=case["storage"], label="warm-up").claim(consumer_id="bench")
     value, value_bytes = _make_value(kind, case["mib"], case["rows"])
     gc.collect()
-    baseline_kib = status_kib("VmRSS")
-    reset_peak()
+    baseline_kib = reset_peak()
 
     cpu_started = time.process_time()  # every thread of this process (the digest worker too)
     if path_kind == "library":

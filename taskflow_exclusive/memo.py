@@ -47,12 +47,12 @@ class Memo(Generic[V]):
         with self._lock:
             self._forget_if_forked()
             stored = self._values.get(key)
-            if stored is not None and (max_age is None or time.monotonic() - stored[0] < max_age):
+            if _fresh(stored, max_age):
                 return stored[1]
         value = build()
         with self._lock:
             stored = self._values.get(key)
-            if stored is None or (max_age is not None and time.monotonic() - stored[0] >= max_age):
+            if not _fresh(stored, max_age):
                 stored = self._values[key] = (time.monotonic(), value)
             return stored[1]
 
@@ -65,3 +65,8 @@ class Memo(Generic[V]):
         if self._pid != os.getpid():
             self._values.clear()
             self._pid = os.getpid()
+
+
+def _fresh(stored: tuple[float, object] | None, max_age: float | None) -> bool:
+    """Whether a stored ``(built_at, value)`` may still be handed out."""
+    return stored is not None and (max_age is None or time.monotonic() - stored[0] < max_age)

@@ -135,11 +135,6 @@ def _value_in_xcom(task_id: str, key: str) -> tuple[ExclusiveHandle | None, dict
         return reference, where, stored
     if stored is None:
         raise TypeError(f"XCom {key!r} of task {task_id!r} holds nothing: there is no value to grant.")
-    if isinstance(stored, dict) and str(stored.get("__classname__", "")).endswith(".SplitHandles"):
-        raise TypeError(
-            f"XCom {key!r} of task {task_id!r} holds a split=True output: grant() hands off one "
-            "value, and a split=True list cannot be granted whole (grant from a task that gets one item)."
-        )
     if _mentions_handles(stored):
         value = BaseXCom.deserialize_value(_Wrapped(stored))
         if isinstance(value, ExclusiveHandle):

@@ -347,11 +347,11 @@ class Store:
             atomic.put_complete(self.fs, path, data)
 
     def prepare_local_folder(self, path: str) -> None:
-        """On local disk, make the folder ``path`` now, durably (its parent is fsynced); elsewhere
-        nothing."""
+        """On local disk, make the folder ``path`` now (a later ``put_complete`` beside it
+        fsyncs the parent, which makes the new folder durable too); elsewhere nothing."""
         if self.is_local:
             with self.writing(path):
-                atomic.make_folder_durably(self._local_path(path))
+                os.makedirs(self._local_path(path), exist_ok=True)
 
     def create_if_absent(self, path: str, data: bytes) -> bool:
         """Atomically create ``path`` holding ``data``; ``False`` if it already existed.
